@@ -1,0 +1,40 @@
+"""The FastAPI application: composes routers; the service is opened and warmed once at start-up."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import documents, health, query
+from rag import __version__
+from rag.service import Service
+from rag.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, warm_generation: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = Service.open(settings)
+        try:
+            service.warm_up(generation=warm_generation)
+            app.state.service = service
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="costrag",
+        version=__version__,
+        description="Upload documents, ask questions, get grounded and cited answers at a low token cost.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(documents.router)
+    app.include_router(query.router)
+    return app

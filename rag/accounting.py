@@ -1,0 +1,39 @@
+"""The one place that counts and prices tokens; every usage block comes from here."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rag.llm.base import ChatMessage
+from rag.settings import TierSettings
+from rag.tokens import count_tokens
+from rag.types import Usage
+
+# OpenAI's chat format adds a few tokens per message and for the reply's priming.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
+
+
+def count_prompt_tokens(messages: Sequence[ChatMessage]) -> int:
+    return sum(count_tokens(m.content) + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_REPLY
+
+
+def cost_usd(tier: TierSettings, prompt_tokens: int, completion_tokens: int) -> float:
+    return (prompt_tokens * tier.input_usd_per_mtok + completion_tokens * tier.output_usd_per_mtok) / 1_000_000
+
+
+def generation_usage(
+    tier_name: str, tier: TierSettings, messages: Sequence[ChatMessage], completion: str
+) -> Usage:
+    prompt_tokens = count_prompt_tokens(messages)
+    completion_tokens = count_tokens(completion)
+    return Usage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        model=tier.model,
+        tier=tier_name,
+        cost_usd=cost_usd(tier, prompt_tokens, completion_tokens),
+    )
+
+
+NO_GENERATION = Usage(prompt_tokens=0, completion_tokens=0, model="none", tier="none", cost_usd=0.0)

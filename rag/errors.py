@@ -1,0 +1,62 @@
+"""Typed errors. Each carries the HTTP status it maps to; ``api.errors`` is the one place that maps them."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error the service reports to a caller."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnsupportedMediaType(RagError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class UnprocessableDocument(RagError):
+    """Empty, corrupt or unreadable file."""
+
+    status_code = 422
+    code = "unprocessable_document"
+
+
+class PayloadTooLarge(RagError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class InvalidRequest(RagError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class NotFound(RagError):
+    status_code = 404
+    code = "not_found"
+
+
+class ModelUnavailable(RagError):
+    """A packaged model is missing or does not match its checksum."""
+
+    status_code = 503
+    code = "model_unavailable"
+
+
+class StoreError(RagError):
+    """A store failed in a way the caller cannot fix."""
+
+    status_code = 503
+    code = "store_unavailable"
+
+
+class UpstreamLLMError(RagError):
+    """A remote model endpoint failed, timed out or answered with something unusable."""
+
+    status_code = 502
+    code = "upstream_llm_error"

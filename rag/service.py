@@ -1,0 +1,118 @@
+"""Composition root: settings in, one warm set of components out.
+
+This is the only module of ``rag`` that names concrete implementations from ``indexing`` and
+``retrieval``; the HTTP API, the CLI and the eval harness all start here, so they run the same code.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from indexing.chunking import Chunker
+from indexing.embedding import SentenceTransformerEmbedder
+from indexing.indexer import Indexer
+from indexing.registry import SqliteRegistry
+from indexing.stores.base import DenseStore, LexicalStore
+from indexing.stores.bm25 import BM25Store
+from indexing.stores.dense_factory import open_dense_store
+from rag.errors import StoreError
+from rag.llm.base import LLM
+from rag.llm.factory import build_llm
+from rag.pipeline import QueryPipeline
+from rag.settings import Settings
+from retrieval.hybrid import HybridRetriever
+
+log = logging.getLogger(__name__)
+
+CHUNK_COLLECTION = "chunks"
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """One process owns an embedded data dir; a second one gets a clear error instead of corruption."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(data_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreError(
+            f"data dir {data_dir} is in use by another process (pid {owner}); stop it, or send this "
+            "command to the running service with --url"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+@dataclass
+class Service:
+    settings: Settings
+    registry: SqliteRegistry
+    dense: DenseStore
+    lexical: LexicalStore
+    embedder: SentenceTransformerEmbedder
+    llms: dict[str, LLM]
+    indexer: Indexer
+    pipeline: QueryPipeline
+    _lock_handle: IO[str]
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Service":
+        """Open every store (cheap); models load in ``warm_up``."""
+        lock = _lock_data_dir(settings.data_dir)
+        embedder = SentenceTransformerEmbedder(
+            settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
+        )
+        registry = SqliteRegistry(settings.data_dir / "registry.sqlite")
+        dense = open_dense_store(
+            settings.data_dir,
+            CHUNK_COLLECTION,
+            embedder.dim,
+            settings.qdrant_url,
+            settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+        )
+        lexical = BM25Store(settings.data_dir / "bm25")
+        llms = {name: build_llm(tier, settings) for name, tier in settings.tiers.items()}
+        indexer = Indexer(
+            registry=registry,
+            dense=dense,
+            lexical=lexical,
+            embedder=embedder,
+            chunker=Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens),
+            max_upload_bytes=settings.max_upload_bytes,
+        )
+        retriever = HybridRetriever(embedder, dense, lexical, registry)
+        service = cls(
+            settings=settings,
+            registry=registry,
+            dense=dense,
+            lexical=lexical,
+            embedder=embedder,
+            llms=llms,
+            indexer=indexer,
+            pipeline=QueryPipeline(settings, retriever, llms),
+            _lock_handle=lock,
+        )
+        indexer.recover()
+        return service
+
+    def warm_up(self, generation: bool = True) -> None:
+        """Load the embedder and the default tier's model once, before the first request needs them."""
+        self.embedder.warm_up()
+        if generation:
+            self.llms[self.settings.default_tier].warm_up()
+
+    def close(self) -> None:
+        self.dense.close()
+        self.lexical.close()
+        self.registry.close()
+        self._lock_handle.close()

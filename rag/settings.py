@@ -1,0 +1,98 @@
+"""Typed settings from ``RAG_*`` environment variables, validated once at start-up.
+
+Nested values use ``__``: ``RAG_TIERS__STRONG__INPUT_USD_PER_MTOK=3.0``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TierSettings(BaseModel):
+    """One generation tier: which model answers and what its tokens cost."""
+
+    model: str
+    backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+    base_url: str | None = None
+    api_key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> "TierSettings":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("an 'openai' tier needs base_url")
+        return self
+
+
+def _default_tiers() -> dict[str, TierSettings]:
+    # Priced like a small and a large hosted model, so that costs read as what a hosted stack would pay.
+    return {
+        "cheap": TierSettings(
+            model="qwen2.5-coder-0.5b-instruct-q4_k_m", input_usd_per_mtok=0.15, output_usd_per_mtok=0.60
+        ),
+        "strong": TierSettings(
+            model="qwen2.5-coder-1.5b-instruct-q4_k_m", input_usd_per_mtok=2.50, output_usd_per_mtok=10.00
+        ),
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+
+    embedding_model: Literal["all-minilm-l6-v2"] = "all-minilm-l6-v2"
+    embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+
+    tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
+    default_tier: str = "cheap"
+    llm_threads: int = Field(default=2, ge=1)
+    llm_context_tokens: int = Field(default=4096, ge=512)
+    max_answer_tokens: int = Field(default=128, ge=1, le=2048)
+
+    chunk_tokens: int = Field(default=200, ge=16, le=4096)
+    chunk_overlap_tokens: int = Field(default=30, ge=0)
+
+    top_k: int = Field(default=5, ge=1, le=100)
+    max_top_k: int = Field(default=50, ge=1)
+    token_budget: int = Field(default=1500, ge=64)
+    max_token_budget: int = Field(default=3000, ge=64)
+    max_question_chars: int = Field(default=2000, ge=1)
+
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_files_per_request: int = Field(default=32, ge=1)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}")
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
+        if self.top_k > self.max_top_k:
+            raise ValueError("top_k must not exceed max_top_k")
+        if self.token_budget > self.max_token_budget:
+            raise ValueError("token_budget must not exceed max_token_budget")
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        """Where packaged model parts are assembled once (the GGUF files)."""
+        return self.data_dir / "models"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,112 @@
+"""Domain types shared by every package. Plain frozen dataclasses: no behaviour, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_TENANT = "default"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A span of a parsed document's text that shares one heading and one page.
+
+    ``start``/``end`` are character offsets into ``ParsedDocument.text``.
+    """
+
+    start: int
+    end: int
+    heading: str | None = None
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """A loader's output: the document's plain text and the layout that chunking keeps as metadata."""
+
+    text: str
+    title: str
+    sections: tuple[Section, ...]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A retrievable span of a document. ``text == document_text[start:end]``."""
+
+    id: str
+    document_id: str
+    tenant: str
+    index: int
+    text: str
+    start: int
+    end: int
+    title: str
+    token_count: int
+    heading: str | None = None
+    page: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoredId:
+    """One hit of a single retriever: a chunk id and that retriever's raw score."""
+
+    chunk_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A chunk chosen for the prompt, with the score that put it there."""
+
+    chunk: Chunk
+    score: float
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    """A row of the document registry."""
+
+    id: str
+    tenant: str
+    name: str
+    media_type: str
+    size_bytes: int
+    content_hash: str
+    chunk_count: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Citation:
+    document_id: str
+    chunk_id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counted once, where the tokens are produced (see ``rag.accounting``)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+    tier: str
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str
+    citations: tuple[Citation, ...]
+    usage: Usage
+    latency_ms: float
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What the retriever hands to generation: passages within the token budget, best first."""
+
+    passages: tuple[Passage, ...]
+    stage_ms: dict[str, float] = field(default_factory=dict)
