@@ -1,0 +1,85 @@
+"""Shared fixtures: real models, real stores, a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from rag.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = (REPO.parent / "shared" / "datasets").resolve()
+# Assembled GGUF files are reused across runs (hundreds of MB, checked by sha256 when first assembled).
+MODEL_DIR = REPO / "data" / "models"
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def xquad() -> tuple[dict[str, dict], list[dict]]:
+    corpus = {doc["id"]: doc for doc in load_jsonl(DATASETS / "xquad_en" / "corpus.jsonl")}
+    return corpus, load_jsonl(DATASETS / "xquad_en" / "queries.jsonl")
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=data_dir, model_dir=MODEL_DIR, **overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The app under uvicorn in a thread: requests cross a real socket, as a client's would."""
+
+    def __init__(self, settings: Settings) -> None:
+        from api.app import create_app
+
+        self.app = create_app(settings)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self._thread.start()
+        deadline = time.monotonic() + 300
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=60)
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    settings = make_settings(tmp_path_factory.mktemp("data"), max_upload_bytes=2_000_000)
+    with LiveServer(settings) as server:
+        yield server
+
+
+@pytest.fixture()
+def client(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url, timeout=300) as http:
+        yield http
