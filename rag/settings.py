@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Path("./data")
+    # Assembled GGUF files (hundreds of MB each); defaults to DATA_DIR/models, may be shared by data dirs.
+    model_dir: Path | None = None
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
 
@@ -70,10 +72,22 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files_per_request: int = Field(default=32, ge=1)
 
-    @field_validator("data_dir")
+    @field_validator("tiers", mode="before")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+    def _merge_tiers(cls, value: object) -> object:
+        """A variable like RAG_TIERS__CHEAP__MODEL changes that field only; the rest keep their defaults."""
+        if not isinstance(value, dict):
+            return value
+        merged = {name: tier.model_dump() for name, tier in _default_tiers().items()}
+        for name, given in value.items():
+            given = given.model_dump(exclude_unset=True) if isinstance(given, TierSettings) else given
+            merged[name] = {**merged.get(name, {}), **given} if isinstance(given, dict) else given
+        return merged
+
+    @field_validator("data_dir", "model_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
@@ -90,7 +104,7 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         """Where packaged model parts are assembled once (the GGUF files)."""
-        return self.data_dir / "models"
+        return self.model_dir or self.data_dir / "models"
 
 
 @lru_cache(maxsize=1)

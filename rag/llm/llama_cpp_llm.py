@@ -1,0 +1,86 @@
+"""A GGUF model run in-process by llama.cpp: no server to operate, and tokens cost only CPU time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from rag.errors import ModelUnavailable
+from rag.llm.base import ChatMessage, ContextOverflow, Generation
+
+_SEED = 0
+
+
+class LlamaCppLLM:
+    """Greedy (temperature 0) chat completion, so the same question over the same context gives the same answer.
+
+    ``model_path`` may be a callable so that the slow GGUF assembly runs in ``warm_up``, not at construction.
+    """
+
+    def __init__(self, model: str, model_path: Path | Callable[[], Path], n_threads: int, n_ctx: int) -> None:
+        self.model = model
+        self._model_path = model_path
+        self._n_threads = n_threads
+        self._n_ctx = n_ctx
+        # One llama.cpp context is not safe to use from two threads; requests take turns.
+        self._lock = threading.Lock()
+        self._llama: Llama | None = None
+        self._formatter: Jinja2ChatFormatter | None = None
+
+    def warm_up(self) -> None:
+        with self._lock:
+            self._load()
+
+    def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        if max_tokens < 1:  # llama.cpp would read 0 as "until the window is full"
+            raise ValueError("max_tokens must be at least 1")
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        with self._lock:
+            llama, formatter = self._load()
+            prompt = formatter(messages=payload).prompt
+            n_prompt = len(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+            if n_prompt + max_tokens > self._n_ctx:
+                raise ContextOverflow(
+                    f"{self.model}: prompt of {n_prompt} tokens plus max_tokens={max_tokens} "
+                    f"exceeds the context window of {self._n_ctx}"
+                )
+            response = llama.create_chat_completion(messages=payload, temperature=0.0, max_tokens=max_tokens)
+        choice = response["choices"][0]
+        return Generation(
+            text=(choice["message"]["content"] or "").strip(), finish_reason=choice["finish_reason"]
+        )
+
+    def _load(self) -> tuple[Llama, Jinja2ChatFormatter]:
+        """Load once; the caller holds the lock."""
+        if self._llama is None or self._formatter is None:
+            path = self._model_path() if callable(self._model_path) else self._model_path
+            llama = Llama(
+                model_path=str(path),
+                n_ctx=self._n_ctx,
+                n_threads=self._n_threads,
+                n_threads_batch=self._n_threads,
+                seed=_SEED,
+                verbose=False,  # also silences llama.cpp's own stderr logging
+            )
+            self._formatter = _chat_formatter(llama, self.model)
+            # Generate with the very formatter used to count prompt tokens, so the window check is exact.
+            llama.chat_handler = self._formatter.to_chat_handler()
+            self._llama = llama
+        return self._llama, self._formatter
+
+
+def _chat_formatter(llama: Llama, model: str) -> Jinja2ChatFormatter:
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ModelUnavailable(f"{model}: the GGUF file carries no chat template")
+    eos, bos = llama.token_eos(), llama.token_bos()
+    return Jinja2ChatFormatter(
+        template=template,
+        eos_token=llama.detokenize([eos], special=True).decode("utf-8") if eos != -1 else "",
+        bos_token=llama.detokenize([bos], special=True).decode("utf-8") if bos != -1 else "",
+        stop_token_ids=[eos],
+    )
