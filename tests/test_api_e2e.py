@@ -1,0 +1,165 @@
+"""End to end over HTTP with the real models and stores: upload, ask, cite, delete, and every bad input."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+
+QUESTION_ID = "56dde1d966d3e219004dad8d"  # "Who upon arriving gave the original viking settlers a common identity?"
+OTHER_DOC = "Super_Bowl_50#0"
+
+
+def as_text_file(doc: dict) -> tuple[str, bytes]:
+    return f"{doc['id'].replace('#', '_')}.md", f"# {doc['title']}\n\n{doc['text']}\n".encode()
+
+
+def upload(client: httpx.Client, *files: tuple[str, bytes]) -> httpx.Response:
+    return client.post("/v1/documents", files=[("files", (name, io.BytesIO(data))) for name, data in files])
+
+
+def store_counts(server: LiveServer, document_id: str) -> tuple[int, int, int]:
+    service = server.service
+    chunk_rows = service.registry._query("SELECT COUNT(*) FROM chunks WHERE document_id = ?", (document_id,))[0][0]
+    return (
+        service.dense.count(document_id=document_id),
+        service.lexical.count(document_id=document_id),
+        chunk_rows,
+    )
+
+
+def total_counts(server: LiveServer) -> tuple[int, int, int]:
+    service = server.service
+    return service.dense.count(), service.lexical.count(), service.registry.count_chunks()
+
+
+def test_health_and_openapi(client: httpx.Client) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/documents", "/v1/documents/{document_id}", "/v1/query", "/healthz"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_upload_ask_cite_delete(client: httpx.Client, live_server: LiveServer, xquad) -> None:
+    corpus, queries = xquad
+    query = next(q for q in queries if q["id"] == QUESTION_ID)
+    gold, other = corpus[query["gold_doc_ids"][0]], corpus[OTHER_DOC]
+
+    response = upload(client, as_text_file(gold), as_text_file(other))
+    assert response.status_code == 201, response.text
+    documents = response.json()["documents"]
+    assert [d["status"] for d in documents] == ["indexed", "indexed"]
+    assert all(d["chunks"] >= 1 and d["error"] is None for d in documents)
+    gold_id, other_id = documents[0]["id"], documents[1]["id"]
+
+    again = upload(client, as_text_file(gold))
+    assert again.status_code == 201
+    assert again.json()["documents"][0] == {**documents[0], "status": "duplicate"}
+    assert {d["id"] for d in client.get("/v1/documents").json()["documents"]} >= {gold_id, other_id}
+    record = client.get(f"/v1/documents/{gold_id}").json()
+    assert record["name"] == as_text_file(gold)[0] and record["media_type"] == "text/markdown"
+    assert len(record["content_hash"]) == 64 and record["chunks"] == documents[0]["chunks"]
+
+    answer = client.post("/v1/query", json={"question": query["question"]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert any(a.lower() in body["answer"].lower() for a in query["answers"]), body["answer"]
+    assert body["citations"] and body["citations"][0]["document_id"] == gold_id
+    assert body["citations"][0]["title"] == gold["title"]
+    assert body["citations"][0]["text"] in gold["text"]
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 0
+    assert usage["tier"] == "strong" and usage["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    expected_cost = (usage["prompt_tokens"] * 2.50 + usage["completion_tokens"] * 10.00) / 1e6
+    assert usage["cost_usd"] == pytest.approx(expected_cost)
+    assert body["latency_ms"] > 0 and {"retrieve", "generate"} <= set(body["stage_ms"])
+
+    assert all(n > 0 for n in store_counts(live_server, gold_id))
+    assert client.delete(f"/v1/documents/{gold_id}").status_code == 200
+    assert store_counts(live_server, gold_id) == (0, 0, 0)
+    assert client.get(f"/v1/documents/{gold_id}").status_code == 404
+    assert client.delete(f"/v1/documents/{gold_id}").status_code == 404
+    after = client.post("/v1/query", json={"question": query["question"]}).json()
+    assert all(c["document_id"] != gold_id for c in after["citations"])
+    assert client.delete(f"/v1/documents/{other_id}").status_code == 200
+
+
+CORRUPT_PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n%%EO"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status", "code"),
+    [
+        ("tool.exe", b"MZ\x90\x00\x03\x00\x00\x00", 415, "unsupported_media_type"),
+        ("photo.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 415, "unsupported_media_type"),
+        ("empty.txt", b"", 422, "unprocessable_document"),
+        ("blank.md", b"   \n\n  ", 422, "unprocessable_document"),
+        ("broken.pdf", CORRUPT_PDF, 422, "unprocessable_document"),
+        ("binary.txt", bytes(range(256)) * 8, 422, "unprocessable_document"),
+        ("huge.txt", b"word " * 400_001, 413, "payload_too_large"),
+    ],
+)
+def test_bad_upload_is_refused_and_leaves_nothing(
+    client: httpx.Client, live_server: LiveServer, name: str, data: bytes, status: int, code: str
+) -> None:
+    before = total_counts(live_server)
+    response = upload(client, (name, data))
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and name in error["message"]
+    assert total_counts(live_server) == before
+
+
+def test_one_bad_file_does_not_lose_the_good_ones(client: httpx.Client, live_server: LiveServer, xquad) -> None:
+    corpus, _ = xquad
+    good = as_text_file(corpus["Normans#1"])
+    response = upload(client, ("bad.exe", b"MZ\x00"), good, ("empty.txt", b""))
+    assert response.status_code == 201
+    statuses = response.json()["documents"]
+    assert [d["status"] for d in statuses] == ["rejected", "indexed", "rejected"]
+    assert "bad.exe" in statuses[0]["error"] and "empty.txt" in statuses[2]["error"]
+    assert statuses[0]["id"] is None and statuses[0]["chunks"] == 0
+    assert client.get(f"/v1/documents/{statuses[1]['id']}").status_code == 200
+    assert client.delete(f"/v1/documents/{statuses[1]['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"question": ""},
+        {"question": "   "},
+        {"question": "x" * 2001},
+        {"question": "what?", "top_k": 0},
+        {"question": "what?", "token_budget": 10},
+        {"top_k": 3},
+        {"question": 12},
+    ],
+)
+def test_bad_question_is_422(client: httpx.Client, body: dict) -> None:
+    response = client.post("/v1/query", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_unknown_document_is_404(client: httpx.Client) -> None:
+    for method in ("GET", "DELETE"):
+        response = client.request(method, "/v1/documents/00000000-0000-0000-0000-000000000000")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_multipart_without_files_is_422(client: httpx.Client) -> None:
+    response = client.post("/v1/documents", data={"other": "x"})
+    assert response.status_code == 422
+
+
+def test_question_with_nothing_indexed_costs_nothing(client: httpx.Client, live_server: LiveServer) -> None:
+    if live_server.service.registry.count_chunks():
+        pytest.skip("other tests left documents")
+    body = client.post("/v1/query", json={"question": "Who was Count of Melfi?"}).json()
+    assert body["citations"] == [] and body["usage"]["cost_usd"] == 0 and body["usage"]["prompt_tokens"] == 0
+    assert re.search("don't know", body["answer"])

@@ -1,0 +1,111 @@
+"""The indexer against the real stores: rollback on failure, recovery after a crash, restart, one owner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexing.indexer import Upload, indexed_text
+from rag.errors import StoreError
+from rag.service import Service
+from rag.types import DEFAULT_TENANT
+from tests.conftest import make_settings
+
+DOC = Upload("normans.md", b"# Normans\n\nThe Normans were the people who gave their name to Normandy, a region in France.")
+OTHER = Upload("panthers.txt", b"The Panthers defense gave up just 308 points, ranking sixth in the league.")
+
+
+def counts(service: Service) -> tuple[int, int, int]:
+    return service.dense.count(), service.lexical.count(), service.registry.count_chunks()
+
+
+@pytest.fixture()
+def service(tmp_path: Path):
+    opened = Service.open(make_settings(tmp_path / "data"))
+    yield opened
+    opened.close()
+
+
+class FailingDense:
+    """Wraps the real dense store and fails its write, as a full disk or a lost server would."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.dim = inner.dim
+
+    def upsert(self, chunks, vectors) -> None:
+        raise OSError("disk full")
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_a_failed_write_is_rolled_back_from_every_store(service: Service) -> None:
+    service.indexer.add(OTHER, DEFAULT_TENANT)
+    before = counts(service)
+    service.indexer._dense = FailingDense(service.dense)
+    outcome = service.indexer.add(DOC, DEFAULT_TENANT)
+    assert outcome.status == "rejected" and isinstance(outcome.error, StoreError)
+    assert "disk full" in outcome.error.message
+    assert counts(service) == before
+    assert service.registry.unfinished() == []
+    service.indexer._dense = service.dense
+    assert service.indexer.add(DOC, DEFAULT_TENANT).status == "indexed"
+
+
+def test_a_crash_mid_write_is_purged_at_the_next_start(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    service = Service.open(settings)
+    indexer = service.indexer
+    prepared = indexer._prepare(DOC, DEFAULT_TENANT)
+    # The process dies after the registry and BM25 writes, before the dense write and the commit.
+    service.registry.begin(prepared.record, prepared.chunks)
+    service.lexical.add(prepared.chunks, [indexed_text(c) for c in prepared.chunks])
+    assert service.lexical.count() == len(prepared.chunks)
+    service.close()
+
+    reopened = Service.open(settings)
+    try:
+        assert counts(reopened) == (0, 0, 0)
+        assert reopened.registry.unfinished() == []
+        assert reopened.indexer.add(DOC, DEFAULT_TENANT).status == "indexed"
+    finally:
+        reopened.close()
+
+
+def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    service = Service.open(settings)
+    record = service.indexer.add(DOC, DEFAULT_TENANT).document
+    service.indexer.add(OTHER, DEFAULT_TENANT)
+    question = "Which region is named after the Normans?"
+    first = service.pipeline._retriever.retrieve(DEFAULT_TENANT, question, 2, 1000)
+    before = counts(service)
+    service.close()
+
+    reopened = Service.open(settings)
+    try:
+        assert counts(reopened) == before
+        listed = reopened.registry.list(DEFAULT_TENANT)
+        assert len(listed) == 2 and record in listed
+        again = reopened.pipeline._retriever.retrieve(DEFAULT_TENANT, question, 2, 1000)
+        assert [p.chunk.id for p in again.passages] == [p.chunk.id for p in first.passages]
+        assert again.passages[0].chunk.document_id == record.id
+        vector = reopened.embedder.embed_query(question)
+        assert np.isclose(np.linalg.norm(vector), 1.0, atol=1e-4)
+    finally:
+        reopened.close()
+
+
+def test_a_second_process_gets_a_clear_error(service: Service) -> None:
+    with pytest.raises(StoreError, match="in use by another process"):
+        Service.open(service.settings)
+
+
+def test_same_bytes_twice_in_one_request_index_once(service: Service) -> None:
+    outcomes = service.indexer.add_many([DOC, Upload("copy.md", DOC.content)], DEFAULT_TENANT)
+    assert [o.status for o in outcomes] == ["indexed", "duplicate"]
+    assert outcomes[0].document.id == outcomes[1].document.id
+    assert len(service.registry.list(DEFAULT_TENANT)) == 1
