@@ -26,7 +26,7 @@ def test_ingest_docs_ask_delete(tmp_path: Path, xquad) -> None:
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
     socal = corpus["Southern_California#4"]
-    (folder / "socal.md").write_text(f"# {socal["title"]}\n\n{socal["text"]}\n")
+    (folder / "socal.md").write_text(f"# {socal['title']}\n\n{socal['text']}\n")
     (folder / "sub" / "bowl.txt").write_text(corpus["Super_Bowl_50#0"]["text"])
     (folder / "ignored.bin").write_bytes(b"\x00\x01")
     data_dir = tmp_path / "data"
