@@ -56,7 +56,10 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
 
             torch.set_num_threads(self._threads)
-            self._model = SentenceTransformer(_MODEL_PATHS[self.model_name][0](), device="cpu")
+            model = SentenceTransformer(_MODEL_PATHS[self.model_name][0](), device="cpu")
+            # torch's first forward pass pays one-off setup (~0.5 s); pay it here, not in a request.
+            model.encode(["warm up"], show_progress_bar=False)
+            self._model = model
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         self.warm_up()
