@@ -64,8 +64,7 @@ def run(dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | Non
         n_chunks = sum(d.chunk_count for d in indexed)
 
         # The ceiling: the bare embedding model encoding exactly the texts the indexer embedded.
-        chunk_ids = [row[0] for row in service.registry._query("SELECT id FROM chunks", ())]
-        texts = [indexed_text(c) for c in service.registry.chunks(chunk_ids).values()]
+        texts = [indexed_text(c) for c in service.registry.chunks(service.registry.chunk_ids()).values()]
         started = time.perf_counter()
         service.embedder.embed_documents(texts)
         encode_s = time.perf_counter() - started
@@ -74,7 +73,7 @@ def run(dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | Non
         retrieval_rows = []
         for query in tqdm(questions, unit="q", desc="retrieve", file=sys.stderr):
             started = time.perf_counter()
-            result = service.pipeline._retriever.retrieve(DEFAULT_TENANT, query.question, settings.top_k, settings.token_budget)
+            result = service.retriever.retrieve(DEFAULT_TENANT, query.question, settings.top_k, settings.token_budget)
             retrieval_rows.append({"retrieve": (time.perf_counter() - started) * 1000, **result.stage_ms})
         answer_rows = []
         for query in tqdm(questions[:generate], unit="q", desc="answer", file=sys.stderr):

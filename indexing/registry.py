@@ -48,6 +48,8 @@ CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id);
 """
 
 _DOC_COLUMNS = "id, tenant, name, media_type, size_bytes, content_hash, chunk_count, created_at"
+# SQLite caps the parameters of one statement (32,766 since 3.32, 999 before).
+_MAX_PARAMS = 900
 _CHUNK_COLUMNS = "id, document_id, tenant, idx, text, start, end_, title, token_count, heading, page"
 
 
@@ -69,6 +71,8 @@ class DocumentRegistry(Protocol):
     def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
 
     def count_chunks(self, tenant: str | None = None) -> int: ...
+
+    def chunk_ids(self, tenant: str | None = None, document_id: str | None = None) -> list[str]: ...
 
     def unfinished(self) -> list[tuple[str, str]]: ...
 
@@ -172,8 +176,12 @@ class SqliteRegistry:
 
     def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         """Chunks of indexed documents by id; ids of pending or deleted documents are left out."""
-        if not chunk_ids:
-            return {}
+        found: dict[str, Chunk] = {}
+        for start in range(0, len(chunk_ids), _MAX_PARAMS):
+            found.update(self._chunk_batch(chunk_ids[start : start + _MAX_PARAMS]))
+        return found
+
+    def _chunk_batch(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         marks = ",".join("?" * len(chunk_ids))
         rows = self._query(
             f"SELECT {', '.join('c.' + col for col in _CHUNK_COLUMNS.split(', '))} FROM chunks c "
@@ -195,6 +203,13 @@ class SqliteRegistry:
             sql += " AND c.tenant = ?"
             params += (tenant,)
         return self._query(sql, params)[0][0]
+
+    def chunk_ids(self, tenant: str | None = None, document_id: str | None = None) -> list[str]:
+        """Ids of every chunk row, whatever its document's state: for consistency checks and benchmarks."""
+        filters = {"tenant": tenant, "document_id": document_id}
+        where = " AND ".join(f"{column} = ?" for column, value in filters.items() if value is not None)
+        sql = "SELECT id FROM chunks" + (f" WHERE {where}" if where else "") + " ORDER BY document_id, idx"
+        return [row[0] for row in self._query(sql, [v for v in filters.values() if v is not None])]
 
     def unfinished(self) -> list[tuple[str, str]]:
         """(tenant, document id) of every write that did not finish."""

@@ -62,6 +62,7 @@ class Service:
     embedder: SentenceTransformerEmbedder
     llms: dict[str, LLM]
     indexer: Indexer
+    retriever: HybridRetriever
     pipeline: QueryPipeline
     _lock_handle: IO[str]
 
@@ -99,6 +100,7 @@ class Service:
             embedder=embedder,
             llms=llms,
             indexer=indexer,
+            retriever=retriever,
             pipeline=QueryPipeline(settings, retriever, llms),
             _lock_handle=lock,
         )

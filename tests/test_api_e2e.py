@@ -24,11 +24,10 @@ def upload(client: httpx.Client, *files: tuple[str, bytes]) -> httpx.Response:
 
 def store_counts(server: LiveServer, document_id: str) -> tuple[int, int, int]:
     service = server.service
-    chunk_rows = service.registry._query("SELECT COUNT(*) FROM chunks WHERE document_id = ?", (document_id,))[0][0]
     return (
         service.dense.count(document_id=document_id),
         service.lexical.count(document_id=document_id),
-        chunk_rows,
+        len(service.registry.chunk_ids(document_id=document_id)),
     )
 
 

@@ -81,7 +81,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
     record = service.indexer.add(DOC, DEFAULT_TENANT).document
     service.indexer.add(OTHER, DEFAULT_TENANT)
     question = "Which region is named after the Normans?"
-    first = service.pipeline._retriever.retrieve(DEFAULT_TENANT, question, 2, 1000)
+    first = service.retriever.retrieve(DEFAULT_TENANT, question, 2, 1000)
     before = counts(service)
     service.close()
 
@@ -90,7 +90,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         assert counts(reopened) == before
         listed = reopened.registry.list(DEFAULT_TENANT)
         assert len(listed) == 2 and record in listed
-        again = reopened.pipeline._retriever.retrieve(DEFAULT_TENANT, question, 2, 1000)
+        again = reopened.retriever.retrieve(DEFAULT_TENANT, question, 2, 1000)
         assert [p.chunk.id for p in again.passages] == [p.chunk.id for p in first.passages]
         assert again.passages[0].chunk.document_id == record.id
         vector = reopened.embedder.embed_query(question)
