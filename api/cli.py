@@ -182,6 +182,32 @@ def delete(document_id: Annotated[str, typer.Argument(help="the document's id")]
     typer.echo(f"deleted {document_id}")
 
 
+eval_app = typer.Typer(no_args_is_help=True, help="Measure the service on a dataset in the shared format.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[Path, typer.Option(help="a folder with corpus.jsonl and queries.jsonl")],
+    out: Annotated[Path, typer.Option(help="write the report as JSON here")],
+    limit: Annotated[Optional[int], typer.Option(help="at most this many questions")] = None,
+    token_budget: Annotated[int, typer.Option(help="budget of the trimmed method")] = 1000,
+    index_root: Annotated[
+        Path, typer.Option(help="indexes are built here once per corpus and reused")
+    ] = Path("data/eval"),
+    dump: Annotated[Optional[Path], typer.Option(help="per-query rows for evals.fit_weighting")] = None,
+) -> None:
+    """Compare bm25, dense, fixed fusions, per-query hybrid, rerank and trim on one dataset."""
+    from evals.retrieval import print_table, run
+
+    if not dataset.is_dir():
+        _fail(f"{dataset}: not a dataset folder")
+    report = run(dataset, index_root.resolve(), get_settings(), limit, token_budget, dump)
+    print_table(report)
+    out.write_text(json.dumps(report, indent=2))
+    typer.echo(f"wrote {out}", err=True)
+
+
 def main() -> None:
     try:
         app()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rag.types import Answer, DocumentRecord
 
@@ -79,6 +79,10 @@ class QueryResponse(BaseModel):
     usage: UsageOut
     latency_ms: float
     stage_ms: dict[str, float]
+    debug: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how the context was chosen: fusion weights and their reason, rerank pairs, trimmed tokens",
+    )
 
     @classmethod
     def of(cls, answer: Answer) -> "QueryResponse":
@@ -88,6 +92,7 @@ class QueryResponse(BaseModel):
             usage=UsageOut(**vars(answer.usage)),
             latency_ms=round(answer.latency_ms, 1),
             stage_ms={k: round(v, 1) for k, v in answer.stage_ms.items()},
+            debug=answer.debug,
         )
 
 

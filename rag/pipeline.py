@@ -68,4 +68,5 @@ class QueryPipeline:
             usage=usage,
             latency_ms=(done - started) * 1000,
             stage_ms=stage_ms,
+            debug={"retrieval": retrieval.debug},
         )

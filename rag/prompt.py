@@ -6,6 +6,7 @@ import re
 from typing import Sequence
 
 from rag.llm.base import ChatMessage
+from rag.sentences import sentence_spans
 from rag.types import Citation, Passage
 
 NO_ANSWER = "I don't know."
@@ -20,12 +21,11 @@ SYSTEM_PROMPT = (
 
 _MARKER = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])|\n+")
 
 
 def build_messages(question: str, passages: Sequence[Passage]) -> list[ChatMessage]:
     context = "\n\n".join(
-        f"Passage {n} ({p.chunk.title}):\n{p.chunk.text}" for n, p in enumerate(passages, start=1)
+        f"Passage {n} ({p.chunk.title}):\n{p.text}" for n, p in enumerate(passages, start=1)
     )
     return [ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", f"{context}\n\nQuestion: {question}")]
 
@@ -51,13 +51,13 @@ def _words(text: str) -> set[str]:
 
 def _best_passage(answer: str, passages: Sequence[Passage]) -> int:
     wanted = _words(answer)
-    overlaps = [len(wanted & _words(p.chunk.text)) for p in passages]
+    overlaps = [len(wanted & _words(p.text)) for p in passages]
     return max(range(len(passages)), key=lambda i: (overlaps[i], -i))
 
 
 def _supporting_span(text: str, answer: str, question: str) -> str:
     """The sentence of the passage that shares most words with the answer (then the question)."""
-    sentences = [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    sentences = [text[start:end] for start, end in sentence_spans(text)]
     if not sentences:
         return text
     answer_words, question_words = _words(answer), _words(question)
@@ -77,7 +77,7 @@ def citations_for(answer: str, cited: Sequence[int], passages: Sequence[Passage]
             document_id=passages[i].chunk.document_id,
             chunk_id=passages[i].chunk.id,
             title=passages[i].chunk.title,
-            text=_supporting_span(passages[i].chunk.text, answer, question),
+            text=_supporting_span(passages[i].text, answer, question),
         )
         for i in indexes
     ]

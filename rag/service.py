@@ -25,7 +25,10 @@ from rag.llm.base import LLM
 from rag.llm.factory import build_llm
 from rag.pipeline import QueryPipeline
 from rag.settings import Settings
+from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
+from retrieval.rerank import OnnxCrossEncoder
+from retrieval.weighting import QueryWeigher
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Service:
     dense: DenseStore
     lexical: LexicalStore
     embedder: SentenceTransformerEmbedder
+    reranker: OnnxCrossEncoder | None
     llms: dict[str, LLM]
     indexer: Indexer
     retriever: HybridRetriever
@@ -91,13 +95,25 @@ class Service:
             chunker=Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens),
             max_upload_bytes=settings.max_upload_bytes,
         )
-        retriever = HybridRetriever(embedder, dense, lexical, registry)
+        fitted = load_fitted()
+        reranker = OnnxCrossEncoder(threads=settings.llm_threads) if settings.rerank else None
+        retriever = HybridRetriever(
+            embedder,
+            dense,
+            lexical,
+            registry,
+            QueryWeigher(fitted.weighting),
+            reranker,
+            fitted.rerank,
+            fitted.trim,
+        )
         service = cls(
             settings=settings,
             registry=registry,
             dense=dense,
             lexical=lexical,
             embedder=embedder,
+            reranker=reranker,
             llms=llms,
             indexer=indexer,
             retriever=retriever,
@@ -108,8 +124,10 @@ class Service:
         return service
 
     def warm_up(self, generation: bool = True) -> None:
-        """Load the embedder and the default tier's model once, before the first request needs them."""
+        """Load the embedder, the reranker and the default tier's model once, before the first request."""
         self.embedder.warm_up()
+        if self.reranker is not None:
+            self.reranker.warm_up()
         if generation:
             self.llms[self.settings.default_tier].warm_up()
 

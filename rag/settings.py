@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16, le=4096)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
 
+    # The cross-encoder reranks fused candidates (adaptive depth; see retrieval/params/fitted.json).
+    rerank: bool = True
+
     top_k: int = Field(default=5, ge=1, le=100)
     max_top_k: int = Field(default=50, ge=1)
     token_budget: int = Field(default=1500, ge=64)

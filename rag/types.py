@@ -56,10 +56,21 @@ class ScoredId:
 
 @dataclass(frozen=True)
 class Passage:
-    """A chunk chosen for the prompt, with the score that put it there."""
+    """A chunk chosen for the prompt, with the score that put it there.
+
+    ``kept`` lists the sentence spans (offsets into ``chunk.text``) that the token-budget trim kept;
+    empty means the whole chunk. ``text`` is exactly what the prompt shows and citations quote.
+    """
 
     chunk: Chunk
     score: float
+    kept: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def text(self) -> str:
+        if not self.kept:
+            return self.chunk.text
+        return "\n".join(self.chunk.text[start:end] for start, end in self.kept)
 
 
 @dataclass(frozen=True)
@@ -102,11 +113,16 @@ class Answer:
     usage: Usage
     latency_ms: float
     stage_ms: dict[str, float] = field(default_factory=dict)
+    debug: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Retrieval:
-    """What the retriever hands to generation: passages within the token budget, best first."""
+    """What the retriever hands to generation: passages within the token budget, best first.
+
+    ``debug`` says how they were chosen (fusion weights and why, pairs reranked, tokens trimmed).
+    """
 
     passages: tuple[Passage, ...]
     stage_ms: dict[str, float] = field(default_factory=dict)
+    debug: dict[str, object] = field(default_factory=dict)

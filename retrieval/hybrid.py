@@ -1,51 +1,209 @@
-"""Hybrid retrieval: BM25 and dense lists, fused, hydrated from the registry, trimmed to the budget."""
+"""Hybrid retrieval: BM25 and dense lists → per-query weighted fusion → adaptive cross-encoder rerank →
+sentence-level token-budget trim.
+
+Each stage is a public method so that the eval harness drives this very code, one stage at a time,
+when it compares methods (``bm25``, ``dense``, fixed fusions, ``hybrid``, ``hybrid_rerank``, …).
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from indexing.embedding import Embedder
+from indexing.indexer import indexed_text
 from indexing.stores.base import DenseStore, LexicalStore
-from rag.types import Chunk, Passage, Retrieval
-from retrieval.budget import trim_to_budget
-from retrieval.fusion import reciprocal_rank_fusion
+from rag.sentences import sentence_spans
+from rag.tokens import encoding
+from rag.types import Chunk, Passage, Retrieval, ScoredId
+from retrieval.budget import TrimParams, trim_to_budget
+from retrieval.fusion import standardized_combination
+from retrieval.rerank import Reranked, Reranker, RerankParams, adaptive_rerank
+from retrieval.tokenize import tokenize
+from retrieval.weighting import FusionWeights, QueryWeigher, query_evidence
 
-# Each retriever's list is this many times deeper than what is kept, so fusion has overlap to work on.
-CANDIDATE_FACTOR = 4
-MIN_CANDIDATES = 20
+# Chunks read from each retriever. The fusion's min-max normalization depends on it, so the eval and
+# the service use the same depth.
+CANDIDATE_DEPTH = 50
 
 
 class ChunkSource(Protocol):
     def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Each retriever's list, and both retrievers' scores for every chunk either list holds."""
+
+    question: str
+    terms: list[str]
+    lexical: list[ScoredId]
+    dense: list[ScoredId]
+    lexical_scores: dict[str, float]
+    dense_scores: dict[str, float]
+    stage_ms: dict[str, float] = field(default_factory=dict)
+
+
 class HybridRetriever:
     def __init__(
-        self, embedder: Embedder, dense: DenseStore, lexical: LexicalStore, chunk_source: ChunkSource
+        self,
+        embedder: Embedder,
+        dense: DenseStore,
+        lexical: LexicalStore,
+        chunk_source: ChunkSource,
+        weigher: QueryWeigher,
+        reranker: Reranker | None,
+        rerank_params: RerankParams,
+        trim_params: TrimParams,
     ) -> None:
         self._embedder = embedder
         self._dense = dense
         self._lexical = lexical
         self._chunks = chunk_source
+        self._weigher = weigher
+        self._reranker = reranker
+        self.rerank_params = rerank_params
+        self.trim_params = trim_params
 
-    def retrieve(self, tenant: str, question: str, top_k: int, token_budget: int) -> Retrieval:
-        depth = max(MIN_CANDIDATES, top_k * CANDIDATE_FACTOR)
+    # -- stages -------------------------------------------------------------------------------------
+
+    def candidates(self, tenant: str, question: str, depth: int = CANDIDATE_DEPTH) -> Candidates:
         started = time.perf_counter()
+        terms = tokenize(question)
         lexical_hits = self._lexical.search(tenant, question, depth)
         after_bm25 = time.perf_counter()
-        dense_hits = self._dense.search(tenant, self._embedder.embed_query(question), depth)
+        vector = self._embedder.embed_query(question)
+        dense_hits = self._dense.search(tenant, vector, depth)
         after_dense = time.perf_counter()
-        fused = reciprocal_rank_fusion([lexical_hits, dense_hits])
-        chunks = self._chunks.chunks([hit.chunk_id for hit in fused[: top_k * 2]])
-        ranked = [Passage(chunks[hit.chunk_id], hit.score) for hit in fused if hit.chunk_id in chunks][:top_k]
-        passages = trim_to_budget(ranked, token_budget)
+        lexical_scores = {hit.chunk_id: hit.score for hit in lexical_hits}
+        dense_scores = {hit.chunk_id: hit.score for hit in dense_hits}
+        # Complete both score maps over the union, so fusion never has to guess a missing score.
+        lexical_scores.update(self._lexical.score(tenant, question, [c for c in dense_scores if c not in lexical_scores]))
+        dense_scores.update(self._dense.score(tenant, vector, [c for c in lexical_scores if c not in dense_scores]))
         done = time.perf_counter()
+        return Candidates(
+            question,
+            terms,
+            lexical_hits,
+            dense_hits,
+            lexical_scores,
+            dense_scores,
+            {
+                "bm25": (after_bm25 - started) * 1000,
+                "dense": (after_dense - after_bm25) * 1000,
+                "complete": (done - after_dense) * 1000,
+            },
+        )
+
+    def weigh(self, candidates: Candidates) -> FusionWeights:
+        evidence = query_evidence(candidates.question, len(candidates.terms), candidates.lexical, candidates.dense)
+        return self._weigher.weigh(evidence)
+
+    @staticmethod
+    def fuse(candidates: Candidates, weights: FusionWeights) -> list[ScoredId]:
+        return standardized_combination(
+            [candidates.lexical_scores, candidates.dense_scores], [weights.bm25, weights.dense]
+        )
+
+    def hydrate(self, ranking: Sequence[ScoredId], n: int) -> dict[str, Chunk]:
+        return self._chunks.chunks([hit.chunk_id for hit in ranking[:n]])
+
+    def rerank(
+        self,
+        candidates: Candidates,
+        fused: Sequence[ScoredId],
+        chunks: dict[str, Chunk],
+        weights: FusionWeights,
+        params: RerankParams | None = None,
+    ) -> Reranked:
+        """Buy cross-encoder scores for the best fused candidates, only as many as can change the top."""
+        p = params or self.rerank_params
+        fused = [hit for hit in fused if hit.chunk_id in chunks]
+        weight = p.weight * (1.0 - weights.evidence.cjk_share)
+        if self._reranker is None or weight < p.min_weight:
+            return Reranked(list(fused), 0, 0.0)
+        reranker = self._reranker
+
+        def score(batch: Sequence[ScoredId]) -> Sequence[float]:
+            windows = [rerank_window(chunks[hit.chunk_id], candidates.terms, p.window_tokens) for hit in batch]
+            return [float(x) for x in reranker.score(candidates.question, windows)]
+
+        return adaptive_rerank(fused, score, weight, p)
+
+    def trim(
+        self,
+        candidates: Candidates,
+        ranking: Sequence[ScoredId],
+        chunks: dict[str, Chunk],
+        top_k: int,
+        token_budget: int,
+        params: TrimParams | None = None,
+    ) -> list[Passage]:
+        passages = [Passage(chunks[hit.chunk_id], max(0.0, hit.score)) for hit in ranking if hit.chunk_id in chunks]
+        return trim_to_budget(passages[:top_k], token_budget, candidates.terms, tokenize, params or self.trim_params)
+
+    # -- the service's path -------------------------------------------------------------------------
+
+    def retrieve(self, tenant: str, question: str, top_k: int, token_budget: int) -> Retrieval:
+        started = time.perf_counter()
+        candidates = self.candidates(tenant, question)
+        weights = self.weigh(candidates)
+        fused = self.fuse(candidates, weights)
+        chunks = self.hydrate(fused, max(self.rerank_params.max_pairs, top_k * 2))
+        after_fuse = time.perf_counter()
+        reranked = self.rerank(candidates, fused, chunks, weights)
+        after_rerank = time.perf_counter()
+        passages = self.trim(candidates, reranked.ranking, chunks, top_k, token_budget)
+        done = time.perf_counter()
+        untrimmed = [chunks[h.chunk_id].token_count for h in reranked.ranking[:top_k] if h.chunk_id in chunks]
+        fuse_ms = (after_fuse - started) * 1000 - sum(candidates.stage_ms.values())
         return Retrieval(
             passages=tuple(passages),
             stage_ms={
-                "bm25": (after_bm25 - started) * 1000,
-                "dense": (after_dense - after_bm25) * 1000,
-                "fuse_trim": (done - after_dense) * 1000,
+                **candidates.stage_ms,
+                "fuse": fuse_ms,
+                "rerank": (after_rerank - after_fuse) * 1000,
+                "trim": (done - after_rerank) * 1000,
+            },
+            debug={
+                "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},
+                "reason": weights.reason,
+                "evidence": weights.evidence.as_dict(),
+                "rerank": {"pairs": reranked.pairs, "weight": round(reranked.weight, 4)},
+                "trim": {
+                    "tokens_top_k": sum(untrimmed),
+                    "tokens_kept": sum(len(encoding().encode_ordinary(p.text)) for p in passages),
+                    "passages_kept": len(passages),
+                },
             },
         )
+
+
+def rerank_window(chunk: Chunk, terms: Sequence[str], window_tokens: int) -> str:
+    """The chunk's title and its run of sentences, at most ``window_tokens`` long, that covers the most
+    distinct query terms (the whole chunk when it fits): the cross-encoder's cost grows with length."""
+    if chunk.token_count <= window_tokens:
+        return indexed_text(chunk)
+    enc = encoding()
+    spans = sentence_spans(chunk.text)
+    pieces = [chunk.text[a:b] for a, b in spans]
+    lengths = [len(enc.encode_ordinary(piece)) for piece in pieces]
+    wanted = set(terms)
+    matched = [set(tokenize(piece)) & wanted for piece in pieces]
+    best, best_key = (0, 1), (-1, 0)
+    for start in range(len(pieces)):
+        covered: set[str] = set()
+        used, end = 0, start
+        while end < len(pieces) and (used + lengths[end] <= window_tokens or end == start):
+            covered |= matched[end]
+            used += lengths[end]
+            end += 1
+        key = (len(covered), -start)
+        if key > best_key:
+            best, best_key = (start, end), key
+    text = " ".join(pieces[best[0] : best[1]])
+    ids = enc.encode_ordinary(text)
+    if len(ids) > window_tokens:  # one sentence longer than the window
+        text = enc.decode(ids[:window_tokens], errors="ignore")
+    return f"{chunk.title}\n{text}"

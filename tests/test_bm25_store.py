@@ -119,6 +119,19 @@ def test_add_search_delete_count(store: BM25Store) -> None:
     assert hits(store, "cat") == ["a1"] and store.count() == 2
 
 
+def test_score_matches_search_for_named_chunks(store: BM25Store) -> None:
+    texts = ["the cat sat on the mat", "a dog chased the cat", "birds fly south", "the mat was red"]
+    store.add([chunk(f"c{i}") for i in range(len(texts))], texts)
+    searched = {hit.chunk_id: hit.score for hit in store.search("t1", "cat mat", 10)}
+    scored = store.score("t1", "cat mat", ["c0", "c1", "c2", "c3", "unknown"])
+    assert set(scored) == {"c0", "c1", "c2", "c3"}
+    assert scored["c2"] == 0.0  # no term matches
+    for chunk_id, value in searched.items():
+        assert scored[chunk_id] == pytest.approx(value)
+    assert store.score("other-tenant", "cat mat", ["c0"]) == {}
+    assert store.score("t1", "the", ["c0"]) == {"c0": 0.0}  # only stopwords: nothing to match
+
+
 def test_queries_that_cannot_match(store: BM25Store) -> None:
     assert store.search("t1", "cheese", 5) == []  # empty store
     store.add([chunk("a")], ["Mice eat cheese."])

@@ -108,6 +108,21 @@ def test_upsert_search_count(open_store: Opener) -> None:
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
 
 
+def test_score_gives_exact_cosine_of_named_chunks_of_the_tenant(open_store: Opener) -> None:
+    store = open_store()
+    chunks = make_chunks(30)
+    vectors = unit_vectors(30, seed=3)
+    store.upsert(chunks, vectors)
+    store.upsert(make_chunks(5, tenant="t2", document_id="other"), unit_vectors(5, seed=4))
+    wanted = [chunks[i].id for i in (2, 17, 29)] + ["00000000-0000-0000-0000-000000000000"]
+    scores = store.score("t1", vectors[0], wanted)
+    assert set(scores) == set(wanted[:3])  # an unknown id is left out
+    for i in (2, 17, 29):
+        assert scores[chunks[i].id] == pytest.approx(float(vectors[0] @ vectors[i]), abs=1e-5)
+    assert store.score("t2", vectors[0], wanted) == {}  # another tenant's chunks are not scored
+    assert store.score("t1", vectors[0], []) == {}
+
+
 def test_tenants_are_isolated(open_store: Opener) -> None:
     store = open_store()
     vectors = unit_vectors(20)

@@ -28,6 +28,10 @@ class DenseStore(Protocol):
     def search(self, tenant: str, vector: np.ndarray, top_k: int) -> list[ScoredId]:
         """Best ``top_k`` chunks of the tenant by cosine similarity, best first."""
 
+    def score(self, tenant: str, vector: np.ndarray, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """Exact cosine similarity of the given chunks of the tenant (unknown ids are left out), so that
+        fusion can score a chunk that only the other retriever found."""
+
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
 
     def close(self) -> None: ...
@@ -43,6 +47,9 @@ class LexicalStore(Protocol):
     def delete_document(self, tenant: str, document_id: str) -> int: ...
 
     def search(self, tenant: str, query: str, top_k: int) -> list[ScoredId]: ...
+
+    def score(self, tenant: str, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
+        """BM25 score of the given chunks of the tenant (0 when no term matches; unknown ids left out)."""
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
 

@@ -72,21 +72,35 @@ class _Snapshot:
         self.retriever = retriever
         self.chunk_ids = chunk_ids
         self.tenants = tenants
+        self._position: dict[str, int] | None = None  # chunk id → index position, built on first use
         self._tenant_ids = _DenseIds()
         self._tenant_of = np.fromiter(
             map(self._tenant_ids.__getitem__, tenants), dtype=np.int32, count=len(tenants)
         )
 
-    def search(self, tenant: str, terms: list[str], top_k: int) -> list[ScoredId]:
+    def _scores(self, tenant: str, terms: list[str]) -> np.ndarray | None:
         if self.retriever is None or tenant not in self._tenant_ids:
-            return []
+            return None
         mask = (self._tenant_of == self._tenant_ids[tenant]).astype(np.float32)
-        scores = self.retriever.get_scores(terms, weight_mask=mask)
+        return self.retriever.get_scores(terms, weight_mask=mask)
+
+    def search(self, tenant: str, terms: list[str], top_k: int) -> list[ScoredId]:
+        scores = self._scores(tenant, terms)
+        if scores is None:
+            return []
         hits = np.flatnonzero(scores > 0)
         if len(hits) > top_k:
             hits = hits[np.argpartition(-scores[hits], top_k - 1)[:top_k]]
         hits = hits[np.lexsort((hits, -scores[hits]))]  # best first; ties in insertion order
         return [ScoredId(self.chunk_ids[i], float(scores[i])) for i in hits]
+
+    def score(self, tenant: str, terms: list[str], chunk_ids: Sequence[str]) -> dict[str, float]:
+        if self._position is None:
+            self._position = {chunk_id: i for i, chunk_id in enumerate(self.chunk_ids)}
+        wanted = [(c, self._position[c]) for c in chunk_ids if c in self._position]
+        wanted = [(c, i) for c, i in wanted if self.tenants[i] == tenant]
+        scores = self._scores(tenant, terms) if terms else None
+        return {c: float(scores[i]) if scores is not None else 0.0 for c, i in wanted}
 
 
 class BM25Store:
@@ -158,6 +172,11 @@ class BM25Store:
         if not terms or top_k <= 0:
             return []
         return self._current().search(tenant, terms, top_k)
+
+    def score(self, tenant: str, query: str, chunk_ids: Sequence[str]) -> dict[str, float]:
+        if not chunk_ids:
+            return {}
+        return self._current().score(tenant, self.tokenize_query(query), chunk_ids)
 
     def tokenize_query(self, query: str) -> list[str]:
         """The query's terms, from the analyzer that indexed the chunks (lets callers skip an empty query)."""

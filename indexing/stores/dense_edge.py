@@ -27,6 +27,7 @@ from qdrant_edge import (
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    HasIdCondition,
     HnswIndexConfig,
     KeywordIndexParams,
     MatchValue,
@@ -160,6 +161,21 @@ class EdgeDenseStore:
             )
         )
         return [ScoredId(hit.payload["chunk_id"], float(hit.score)) for hit in hits]
+
+    def score(self, tenant: str, vector: np.ndarray, chunk_ids: Sequence[str]) -> dict[str, float]:
+        check_vectors(np.atleast_2d(vector), 1, self.dim)
+        if not chunk_ids:
+            return {}
+        hits = self._shard.query(
+            QueryRequest(
+                limit=len(chunk_ids),
+                query=Query.Nearest(np.asarray(vector, dtype=np.float32).tolist()),
+                filter=Filter(must=[FieldCondition(key="tenant", match=MatchValue(tenant)), HasIdCondition(set(chunk_ids))]),
+                with_payload=["chunk_id"],
+                params=SearchParams(exact=True),
+            )
+        )
+        return {hit.payload["chunk_id"]: float(hit.score) for hit in hits}
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
         return self._shard.count(CountRequest(exact=True, filter=_filter(tenant, document_id)))

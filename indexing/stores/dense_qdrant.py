@@ -125,6 +125,27 @@ class QdrantDenseStore:
             ).points
         return [ScoredId(hit.payload["chunk_id"], float(hit.score)) for hit in hits]
 
+    def score(self, tenant: str, vector: np.ndarray, chunk_ids: Sequence[str]) -> dict[str, float]:
+        check_vectors(np.atleast_2d(vector), 1, self.dim)
+        if not chunk_ids:
+            return {}
+        id_filter = models.Filter(
+            must=[
+                models.FieldCondition(key="tenant", match=models.MatchValue(value=tenant)),
+                models.HasIdCondition(has_id=list(chunk_ids)),
+            ]
+        )
+        with _server_errors(self._collection):
+            hits = self._client.query_points(
+                self._collection,
+                query=np.asarray(vector, dtype=np.float32).tolist(),
+                query_filter=id_filter,
+                limit=len(chunk_ids),
+                with_payload=["chunk_id"],
+                search_params=None if self._local else models.SearchParams(exact=True),
+            ).points
+        return {hit.payload["chunk_id"]: float(hit.score) for hit in hits}
+
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
         with _server_errors(self._collection):
             return self._client.count(

@@ -1,0 +1,38 @@
+"""The retrieval parameters fitted on the DEV data (``evals/fit_weighting.py`` writes them), as one
+versioned file shipped with the code: ``retrieval/params/fitted.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from retrieval.budget import TrimParams
+from retrieval.rerank import RerankParams
+from retrieval.weighting import WeightingParams
+
+FITTED_FILE = Path(__file__).parent / "params" / "fitted.json"
+
+
+@dataclass(frozen=True)
+class FittedParams:
+    weighting: WeightingParams
+    rerank: RerankParams
+    trim: TrimParams
+
+    def as_json(self) -> dict:
+        return {"weighting": asdict(self.weighting), "rerank": asdict(self.rerank), "trim": asdict(self.trim)}
+
+
+def parse_fitted(data: dict) -> FittedParams:
+    return FittedParams(
+        weighting=WeightingParams(**data["weighting"]),
+        rerank=RerankParams(**data.get("rerank", {})),
+        trim=TrimParams(**data.get("trim", {})),
+    )
+
+
+@lru_cache(maxsize=1)
+def load_fitted(path: Path = FITTED_FILE) -> FittedParams:
+    return parse_fitted(json.loads(path.read_text()))
