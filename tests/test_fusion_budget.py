@@ -116,7 +116,7 @@ def test_convex_combination_normalizes_each_list_and_weights_them() -> None:
 
 
 def evidence(**overrides: float) -> QueryEvidence:
-    values = dict(cjk_share=0.0, log_terms=1.5, has_digits=0.0, has_quotes=0.0, bm25_gap=0.5,
+    values = dict(cjk_share=0.0, log_terms=1.5, has_digits=0.0, has_quotes=0.0, capitalized_share=0.2, bm25_gap=0.5,
                   bm25_per_term=3.0, dense_top=0.6, dense_gap=0.2, overlap=0.3, bm25_top_in_dense=0.5,
                   dense_top_in_bm25=0.0, bm25_lead=0.1, dense_lead=0.05)
     return QueryEvidence(**{**values, **overrides})
