@@ -125,7 +125,7 @@ def evaluate(
     queries = dataset.queries[:limit] if limit else dataset.queries
     qrels = {q.id: {doc: 1 for doc in q.gold_doc_ids} for q in queries}
     methods: dict[str, MethodResult] = {}
-    fixed20 = replace(retriever.rerank_params, max_pairs=20, stop_rank=10**6)
+    fixed20 = replace(retriever.rerank_params, max_pairs=20, stop_rank=10**6, min_fused=0.0)
     dump_handle = dump.open("w") if dump else None
 
     def record(name: str, qid: str, ranking: Iterable[ScoredId], ms: float, pairs: int | None = None) -> None:

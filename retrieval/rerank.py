@@ -110,8 +110,10 @@ class RerankParams:
 
     final = (1 - w) * fused + w * sigmoid(logit / temperature), with w = ``weight`` scaled by the share of
     the query that is not CJK (the packaged cross-encoder is English-only, so on Chinese it only adds noise).
-    Candidates are scored best-fused first, ``first_batch`` then ``batch`` at a time, up to ``max_pairs``;
-    scoring stops early once the next candidate could not enter the top ``stop_rank`` even with the best
+    Candidates are scored best-fused first, ``first_batch`` then ``batch`` at a time, up to ``max_pairs``
+    and only while their fused score (in [0, 1], the best being 1) is at least ``min_fused``: where
+    fusion is decisive, few candidates are close enough to the top to be worth a pair. Scoring also
+    stops once the next candidate could not enter the top ``stop_rank`` even with the best
     cross-encoder score seen so far, and is skipped when the query's weight is below ``min_weight``.
     Each candidate is scored on a window of its best-matching sentences of at most ``window_tokens``.
     """
@@ -124,10 +126,13 @@ class RerankParams:
     stop_rank: int = 10
     min_weight: float = 0.05
     window_tokens: int = 160
+    min_fused: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0 or self.temperature <= 0:
             raise ValueError("weight must be within [0, 1] and temperature positive")
+        if not 0.0 <= self.min_fused <= 1.0:
+            raise ValueError("min_fused must be within [0, 1]")
         if min(self.max_pairs, self.first_batch, self.batch, self.stop_rank, self.window_tokens) < 1:
             raise ValueError("pair counts, stop_rank and window_tokens must be positive")
 
@@ -151,7 +156,8 @@ def adaptive_rerank(
     p = params
     if not fused or weight <= 0:
         return Reranked(list(fused), 0, 0.0)
-    limit = min(p.max_pairs, len(fused))
+    close = sum(1 for hit in fused[: p.max_pairs] if hit.score >= p.min_fused)
+    limit = min(p.max_pairs, len(fused), max(close, p.first_batch))
     final: dict[str, float] = {}
     logits: dict[str, float] = {}
     best_relevance, worst_relevance = 0.0, 1.0
