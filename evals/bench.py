@@ -46,7 +46,9 @@ def _stage_table(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def run(dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | None, model_dir: Path | None) -> dict:
+def run(
+    dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | None, model_dir: Path | None
+) -> dict:
     dataset = load_dataset(dataset_dir)
     settings = Settings(data_dir=data_dir, model_dir=model_dir)
     service = Service.open(settings)
@@ -73,12 +75,16 @@ def run(dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | Non
         retrieval_rows = []
         for query in tqdm(questions, unit="q", desc="retrieve", file=sys.stderr):
             started = time.perf_counter()
-            result = service.retriever.retrieve(DEFAULT_TENANT, query.question, settings.top_k, settings.token_budget)
+            result = service.retriever.retrieve(
+                DEFAULT_TENANT, query.question, settings.top_k, settings.token_budget
+            )
             retrieval_rows.append({"retrieve": (time.perf_counter() - started) * 1000, **result.stage_ms})
         answer_rows = []
         for query in tqdm(questions[:generate], unit="q", desc="answer", file=sys.stderr):
             answer = service.pipeline.answer(query.question, DEFAULT_TENANT)
-            answer_rows.append({**answer.stage_ms, "total": answer.latency_ms, "prompt_tokens": answer.usage.prompt_tokens})
+            answer_rows.append(
+                {**answer.stage_ms, "total": answer.latency_ms, "prompt_tokens": answer.usage.prompt_tokens}
+            )
     finally:
         service.close()
 
@@ -98,15 +104,21 @@ def run(dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | Non
         "retrieval": {"questions": len(retrieval_rows), "stages": _stage_table(retrieval_rows)},
         "answer": {
             "questions": len(answer_rows),
-            "stages": _stage_table([{k: v for k, v in r.items() if k != "prompt_tokens"} for r in answer_rows]),
-            "prompt_tokens_mean": round(statistics.mean(r["prompt_tokens"] for r in answer_rows), 1) if answer_rows else None,
+            "stages": _stage_table(
+                [{k: v for k, v in r.items() if k != "prompt_tokens"} for r in answer_rows]
+            ),
+            "prompt_tokens_mean": round(statistics.mean(r["prompt_tokens"] for r in answer_rows), 1)
+            if answer_rows
+            else None,
         },
     }
 
 
 def print_report(report: dict) -> None:
     ingest = report["ingest"]
-    print(f"\n{report['dataset']}: {report['documents_indexed']}/{report['documents']} documents, {report['chunks']} chunks")
+    print(
+        f"\n{report['dataset']}: {report['documents_indexed']}/{report['documents']} documents, {report['chunks']} chunks"
+    )
     print(f"warm-up (models loaded): {report['warm_up_s']} s")
     print(
         f"ingest: {ingest['seconds']} s, {ingest['docs_per_s']} docs/s, {ingest['chunks_per_s']} chunks/s "
@@ -123,7 +135,9 @@ def print_report(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", type=Path, required=True, help="a folder in the shared dataset format")
     parser.add_argument("--generate", type=int, default=10, help="questions also answered by the LLM")
     parser.add_argument("--limit", type=int, default=None, help="at most this many questions")
@@ -132,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
-        report = run(args.dataset, args.data_dir or Path(tmp), args.generate, args.limit, args.model_dir.resolve())
+        report = run(
+            args.dataset, args.data_dir or Path(tmp), args.generate, args.limit, args.model_dir.resolve()
+        )
     print_report(report)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

@@ -42,7 +42,9 @@ def document_ids_by_corpus_id(service: Service) -> dict[str, str]:
 
 
 @contextmanager
-def indexed_corpus(dataset: Dataset, root: Path, settings: Settings, generation: bool = False) -> Iterator[Service]:
+def indexed_corpus(
+    dataset: Dataset, root: Path, settings: Settings, generation: bool = False
+) -> Iterator[Service]:
     """A warm service over the dataset's corpus, built under ``root`` on first use."""
     data_dir = root / index_key(dataset, settings)
     # The models stay where the caller's settings keep them; only the indexes move.
@@ -54,7 +56,9 @@ def indexed_corpus(dataset: Dataset, root: Path, settings: Settings, generation:
         service.warm_up(generation=generation)
         if not (data_dir / READY).is_file():
             uploads = (Upload(f"{doc.id}.md", doc.as_markdown().encode()) for doc in dataset.corpus)
-            with tqdm(total=len(dataset.corpus), unit="doc", desc=f"index {dataset.name}", file=sys.stderr) as bar:
+            with tqdm(
+                total=len(dataset.corpus), unit="doc", desc=f"index {dataset.name}", file=sys.stderr
+            ) as bar:
                 outcomes = service.indexer.add_many(uploads, DEFAULT_TENANT, on_done=lambda _: bar.update(1))
             rejected = [o.name for o in outcomes if o.status == "rejected"]
             (data_dir / READY).write_text(

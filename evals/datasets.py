@@ -43,7 +43,9 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def load_dataset(folder: Path) -> Dataset:
-    corpus = tuple(CorpusDoc(d["id"], d.get("title") or "", d["text"]) for d in _jsonl(folder / "corpus.jsonl"))
+    corpus = tuple(
+        CorpusDoc(d["id"], d.get("title") or "", d["text"]) for d in _jsonl(folder / "corpus.jsonl")
+    )
     queries = tuple(
         Query(
             id=q["id"],

@@ -50,7 +50,9 @@ WEIGHT_GRID = tuple(round(i / 20, 2) for i in range(21))
 SHORTFALL_PENALTY = 20.0  # per point of nDCG@10 a dataset falls below its best fixed weight
 L2 = 1e-4
 POLICY_TOLERANCE = 0.005  # nDCG@10 an adaptive policy may lose against a fixed depth of 20, per dataset
-TRIM_KEEP = 0.95  # share of gold documents and of answer strings in the top 10 the trim must keep, per dataset
+TRIM_KEEP = (
+    0.95  # share of gold documents and of answer strings in the top 10 the trim must keep, per dataset
+)
 
 
 def load_dumps(paths: list[Path]) -> dict[str, list[dict]]:
@@ -107,7 +109,9 @@ def grid_ndcg(rows: list[dict]) -> np.ndarray:
         runs = {}
         for r in rows:
             candidates = candidates_of(r)
-            runs[r["id"]] = doc_run(HybridRetriever.fuse(candidates, fixed_weight(w, candidates)), r["doc_of"])
+            runs[r["id"]] = doc_run(
+                HybridRetriever.fuse(candidates, fixed_weight(w, candidates)), r["doc_of"]
+            )
         measures = per_query_measures(qrels, runs)
         columns.append([measures[r["id"]]["ndcg@10"] for r in rows])
     return np.array(columns).T
@@ -120,7 +124,9 @@ def _fold(query_id: str) -> int:
 class WeightingProblem:
     """Per-query nDCG@10 as a piecewise-linear function of the dense weight, for every dataset."""
 
-    def __init__(self, dumps: dict[str, list[dict]], features: tuple[str, ...] = FEATURES, l2: float = L2) -> None:
+    def __init__(
+        self, dumps: dict[str, list[dict]], features: tuple[str, ...] = FEATURES, l2: float = L2
+    ) -> None:
         self.names = sorted(dumps)
         self.features = features
         self.l2 = l2
@@ -166,10 +172,14 @@ class WeightingProblem:
             start[0] = bias
             if script is not None:
                 start[script] = script_coef
-            result = minimize(self.objective, start, args=(fold,), method="Powell", options={"maxiter": 20000, "xtol": 1e-3})
+            result = minimize(
+                self.objective, start, args=(fold,), method="Powell", options={"maxiter": 20000, "xtol": 1e-3}
+            )
             if best is None or result.fun < best.fun:
                 best = result
-        polished = minimize(self.objective, best.x, args=(fold,), method="Nelder-Mead", options={"maxiter": 4000})
+        polished = minimize(
+            self.objective, best.x, args=(fold,), method="Nelder-Mead", options={"maxiter": 4000}
+        )
         return polished.x if polished.fun < best.fun else best.x
 
     def to_params(self, theta: np.ndarray) -> WeightingParams:
@@ -187,8 +197,10 @@ class WeightingProblem:
             for fold in (0, 1, None):
                 mask = self.folds[name] == fold if fold is not None else np.ones(len(self.folds[name]), bool)
                 oracle = self.y[name][mask][:, [0, -1]].max(axis=1).mean()
-                print(f"  {name:10} {'all' if fold is None else fold:>4} {self.ndcg(name, theta, mask):>8.4f} "
-                      f"{self.best_fixed(name, mask):>10.4f} {oracle:>8.4f}")
+                print(
+                    f"  {name:10} {'all' if fold is None else fold:>4} {self.ndcg(name, theta, mask):>8.4f} "
+                    f"{self.best_fixed(name, mask):>10.4f} {oracle:>8.4f}"
+                )
 
 
 def fit_weighting(dumps: dict[str, list[dict]]) -> WeightingParams:
@@ -225,7 +237,9 @@ def replay(row: dict, weigher: QueryWeigher, params: RerankParams) -> tuple[Cand
     return candidates, result.ranking, result.pairs
 
 
-def rerank_ndcg(dumps: dict[str, list[dict]], weighting: WeightingParams, params: RerankParams) -> dict[str, tuple[float, float]]:
+def rerank_ndcg(
+    dumps: dict[str, list[dict]], weighting: WeightingParams, params: RerankParams
+) -> dict[str, tuple[float, float]]:
     """Per dataset: (nDCG@10, mean pairs scored) of the adaptive rerank, replayed on the dumped logits."""
     weigher = QueryWeigher(weighting)
     out = {}
@@ -235,7 +249,12 @@ def rerank_ndcg(dumps: dict[str, list[dict]], weighting: WeightingParams, params
             _, ranking, n = replay(r, weigher, params)
             runs[r["id"]] = doc_run(ranking, r["doc_of"])
             pairs.append(n)
-        values = [m.value for m in ir_measures.iter_calc([MEASURES["ndcg@10"]], _qrels(rows), {k: v for k, v in runs.items() if v})]
+        values = [
+            m.value
+            for m in ir_measures.iter_calc(
+                [MEASURES["ndcg@10"]], _qrels(rows), {k: v for k, v in runs.items() if v}
+            )
+        ]
         values += [0.0] * (len(rows) - len(values))
         out[name] = (float(np.mean(values)), float(np.mean(pairs)))
     return out
@@ -252,7 +271,9 @@ def fit_rerank(dumps: dict[str, list[dict]], weighting: WeightingParams, base: R
     print("fusion alone:", {n: round(v[0], 4) for n, v in fusion.items()})
     mixes = []
     for weight, temperature in itertools.product((0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), (1.0, 2.0, 4.0, 8.0)):
-        deep = replace(base, weight=weight, temperature=temperature, max_pairs=20, stop_rank=10**6, min_fused=0.0)
+        deep = replace(
+            base, weight=weight, temperature=temperature, max_pairs=20, stop_rank=10**6, min_fused=0.0
+        )
         scores = rerank_ndcg(english, weighting, deep)
         worst = min(scores[n][0] - fusion[n][0] for n in scores)
         mixes.append((statistics.mean(v[0] for v in scores.values()), worst, weight, temperature, scores))
@@ -262,29 +283,49 @@ def fit_rerank(dumps: dict[str, list[dict]], weighting: WeightingParams, base: R
     mean, worst, weight, temperature, deep_scores = max(
         [m for m in mixes if m[1] >= 0.0] or mixes, key=lambda m: m[0]
     )
-    print(f"mix: weight {weight}, temperature {temperature}: depth-20 nDCG@10 "
-          f"{ {n: round(v[0], 4) for n, v in deep_scores.items()} }")
+    print(
+        f"mix: weight {weight}, temperature {temperature}: depth-20 nDCG@10 "
+        f"{ {n: round(v[0], 4) for n, v in deep_scores.items()} }"
+    )
     policies = []
-    grid = itertools.product((3, 5, 10, 10**6), (2, 4, 6), (2, 4), (12, 16, 20), (0.0, 0.25, 0.3, 0.35, 0.4, 0.5))
+    grid = itertools.product(
+        (3, 5, 10, 10**6), (2, 4, 6), (2, 4), (12, 16, 20), (0.0, 0.25, 0.3, 0.35, 0.4, 0.5)
+    )
     for stop_rank, first_batch, batch, max_pairs, min_fused in grid:
-        params = replace(base, weight=weight, temperature=temperature, stop_rank=stop_rank,
-                         first_batch=first_batch, batch=batch, max_pairs=max_pairs, min_fused=min_fused)
+        params = replace(
+            base,
+            weight=weight,
+            temperature=temperature,
+            stop_rank=stop_rank,
+            first_batch=first_batch,
+            batch=batch,
+            max_pairs=max_pairs,
+            min_fused=min_fused,
+        )
         scores = rerank_ndcg(english, weighting, params)
         loss = max(deep_scores[n][0] - scores[n][0] for n in scores)
         policies.append((statistics.mean(v[1] for v in scores.values()), loss, params, scores))
     ok = [p for p in policies if p[1] <= POLICY_TOLERANCE]
     pairs, loss, params, scores = min(ok or policies, key=lambda p: (p[0], p[1]))
-    print(f"policy: stop_rank {params.stop_rank}, first_batch {params.first_batch}, batch {params.batch}, "
-          f"max_pairs {params.max_pairs}, min_fused {params.min_fused}: mean pairs {pairs:.2f} (depth 20: 20), worst loss vs depth 20 {loss:+.4f}")
+    print(
+        f"policy: stop_rank {params.stop_rank}, first_batch {params.first_batch}, batch {params.batch}, "
+        f"max_pairs {params.max_pairs}, min_fused {params.min_fused}: mean pairs {pairs:.2f} (depth 20: 20), worst loss vs depth 20 {loss:+.4f}"
+    )
     print("  per dataset (nDCG@10, pairs):", {n: (round(v[0], 4), round(v[1], 2)) for n, v in scores.items()})
     return params
 
 
-def fit_trim(dumps: dict[str, list[dict]], fitted, datasets_root: Path, index_root: Path, budget: int) -> TrimParams:
+def fit_trim(
+    dumps: dict[str, list[dict]], fitted, datasets_root: Path, index_root: Path, budget: int
+) -> TrimParams:
     """The trim that keeps fewest tokens while every dataset keeps ≥ TRIM_KEEP of the gold documents (and of the
     answer strings) that its untrimmed top 10 holds; replayed on each dataset's real index."""
     weigher = QueryWeigher(fitted.weighting)
-    grid = [TrimParams(floor=f, match_weight=m) for f in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7) for m in (0.3, 0.5, 0.7, 0.9)]
+    grid = [
+        TrimParams(floor=f, match_weight=m)
+        for f in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+        for m in (0.3, 0.5, 0.7, 0.9)
+    ]
     totals = {p: defaultdict(lambda: defaultdict(float)) for p in grid}
     settings = Settings()
     for name, rows in dumps.items():
@@ -297,14 +338,21 @@ def fit_trim(dumps: dict[str, list[dict]], fitted, datasets_root: Path, index_ro
                 chunks = service.retriever.hydrate(ranking, TRIM_TOP_K)
                 doc_of = {cid: corpus_of[c.document_id] for cid, c in chunks.items()}
                 for p in grid:
-                    stats = trim_stats(service.retriever, candidates, ranking, chunks, doc_of, by_id[r["id"]], budget, p)
+                    stats = trim_stats(
+                        service.retriever, candidates, ranking, chunks, doc_of, by_id[r["id"]], budget, p
+                    )
                     for key, value in stats.items():
                         totals[p][name][key] += value
+
     def summary(p: TrimParams) -> tuple[float, float, float]:
         gold = min(t["gold_kept"] / t["gold_in_top10"] for t in totals[p].values() if t["gold_in_top10"])
-        answers = min((t["answer_kept"] / t["answer_in_top10"] for t in totals[p].values() if t["answer_in_top10"]), default=1.0)
+        answers = min(
+            (t["answer_kept"] / t["answer_in_top10"] for t in totals[p].values() if t["answer_in_top10"]),
+            default=1.0,
+        )
         share = statistics.mean(t["tokens_kept"] / t["tokens_top10"] for t in totals[p].values())
         return gold, answers, share
+
     print(f"  {'floor':>5} {'match':>5} {'min gold kept':>13} {'min answer kept':>15} {'token share':>11}")
     for p in grid:
         gold, answers, share = summary(p)
@@ -314,9 +362,13 @@ def fit_trim(dumps: dict[str, list[dict]], fitted, datasets_root: Path, index_ro
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["weighting", "rerank", "trim"])
-    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"), help="for trim: dataset folders")
+    parser.add_argument(
+        "--datasets", type=Path, default=Path("../shared/datasets"), help="for trim: dataset folders"
+    )
     parser.add_argument("--index-root", type=Path, default=Path("data/eval"), help="for trim: eval indexes")
     parser.add_argument("--budget", type=int, default=1000, help="for trim: the token budget")
     parser.add_argument("--dumps", type=Path, nargs="+", required=True)
@@ -329,7 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "rerank":
         fitted = replace(fitted, rerank=fit_rerank(dumps, fitted.weighting, fitted.rerank))
     else:
-        fitted = replace(fitted, trim=fit_trim(dumps, fitted, args.datasets, args.index_root.resolve(), args.budget))
+        fitted = replace(
+            fitted, trim=fit_trim(dumps, fitted, args.datasets, args.index_root.resolve(), args.budget)
+        )
     print(json.dumps(fitted.as_json()[args.what], indent=1))
     if args.write:
         FITTED_FILE.write_text(json.dumps(fitted.as_json(), indent=2) + "\n")

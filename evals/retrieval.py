@@ -168,12 +168,20 @@ def evaluate(
 
         started = time.perf_counter()
         deep = retriever.rerank(candidates, fused, chunks, weights, fixed20)
-        record("hybrid_rerank_d20", qid, deep.ranking, hybrid_ms + (time.perf_counter() - started) * 1000, deep.pairs)
+        record(
+            "hybrid_rerank_d20",
+            qid,
+            deep.ranking,
+            hybrid_ms + (time.perf_counter() - started) * 1000,
+            deep.pairs,
+        )
 
         started = time.perf_counter()
         stats = trim_stats(retriever, candidates, reranked.ranking, chunks, doc_of, query, budget)
         trim_ms = (time.perf_counter() - started) * 1000
-        record("hybrid_rerank_trim", qid, reranked.ranking, hybrid_ms + rerank_s * 1000 + trim_ms, reranked.pairs)
+        record(
+            "hybrid_rerank_trim", qid, reranked.ranking, hybrid_ms + rerank_s * 1000 + trim_ms, reranked.pairs
+        )
         for key, value in stats.items():
             methods["hybrid_rerank_trim"].extra.setdefault(key, []).append(value)
 
@@ -184,7 +192,9 @@ def evaluate(
     return _report(dataset, queries, qrels, methods, overhead, budget)
 
 
-def _dump_row(query: Query, candidates: Candidates, deep_logits: dict[str, float], doc_of: dict[str, str]) -> dict:
+def _dump_row(
+    query: Query, candidates: Candidates, deep_logits: dict[str, float], doc_of: dict[str, str]
+) -> dict:
     """What ``evals/fit_weighting.py`` needs to refit offline with the service's own code: both
     retrievers' lists and complete score maps, and the cross-encoder's logits for the fused top 20."""
     return {
@@ -204,13 +214,24 @@ def _report(dataset, queries, qrels, methods, overhead, budget) -> dict:
     per_method = {name: per_query_measures(qrels, result.runs) for name, result in methods.items()}
     # The oracle picks, per query, whichever single retriever has the better nDCG@10.
     oracle_runs = {
-        q.id: methods["bm25" if per_method["bm25"][q.id]["ndcg@10"] >= per_method["dense"][q.id]["ndcg@10"] else "dense"].runs[q.id]
+        q.id: methods[
+            "bm25" if per_method["bm25"][q.id]["ndcg@10"] >= per_method["dense"][q.id]["ndcg@10"] else "dense"
+        ].runs[q.id]
         for q in queries
     }
     per_method["oracle"] = per_query_measures(qrels, oracle_runs)
     report: dict = {"dataset": dataset.name, "n_queries": len(queries), "token_budget": budget, "methods": {}}
-    order = ["bm25", "dense", "rrf", *(f"cc_{w}" for w in FIXED_DENSE_WEIGHTS), "hybrid", "oracle",
-             "hybrid_rerank", "hybrid_rerank_d20", "hybrid_rerank_trim"]
+    order = [
+        "bm25",
+        "dense",
+        "rrf",
+        *(f"cc_{w}" for w in FIXED_DENSE_WEIGHTS),
+        "hybrid",
+        "oracle",
+        "hybrid_rerank",
+        "hybrid_rerank_d20",
+        "hybrid_rerank_trim",
+    ]
     for name in order:
         values = per_method[name]
         row = {metric: round(statistics.mean(v[metric] for v in values.values()), 4) for metric in MEASURES}
@@ -234,13 +255,17 @@ def _report(dataset, queries, qrels, methods, overhead, budget) -> dict:
         trim["answer_kept_share"] = round(sum(extra["answer_kept"]) / len(extra["answer_in_top10"]), 4)
     if overhead:
         stage_s, model_s = (sum(col) for col in zip(*overhead))
-        report["rerank_overhead"] = {"stage_over_model": round(stage_s / model_s, 3) if model_s else None,
-                                     "queries_reranked": len(overhead)}
+        report["rerank_overhead"] = {
+            "stage_over_model": round(stage_s / model_s, 3) if model_s else None,
+            "queries_reranked": len(overhead),
+        }
     return report
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['dataset']}: {report['n_queries']} queries (trim budget {report['token_budget']} tokens)")
+    print(
+        f"\n{report['dataset']}: {report['n_queries']} queries (trim budget {report['token_budget']} tokens)"
+    )
     head = f"  {'method':20} {'nDCG@10':>8} {'R@5':>7} {'R@20':>7} {'MRR@10':>7} {'p50 ms':>8} {'p95 ms':>8} {'pairs':>6}"
     print(head)
     for name, row in report["methods"].items():

@@ -9,7 +9,9 @@ from rag.types import ScoredId
 RRF_K = 60
 
 
-def _check_weights(rankings: Sequence[Sequence[ScoredId]], weights: Sequence[float] | None) -> Sequence[float]:
+def _check_weights(
+    rankings: Sequence[Sequence[ScoredId]], weights: Sequence[float] | None
+) -> Sequence[float]:
     weights = weights if weights is not None else [1.0] * len(rankings)
     if len(weights) != len(rankings):
         raise ValueError("one weight per ranking is required")
@@ -60,7 +62,9 @@ def convex_combination(
     return _ordered(scores)
 
 
-def standardized_combination(score_maps: Sequence[dict[str, float]], weights: Sequence[float]) -> list[ScoredId]:
+def standardized_combination(
+    score_maps: Sequence[dict[str, float]], weights: Sequence[float]
+) -> list[ScoredId]:
     """For score maps that cover the same candidates (every retriever scored every candidate, as
     ``HybridRetriever.candidates`` ensures): score(d) = sum_i w_i * z_i(d), each retriever's scores
     standardized over the candidates, then mapped to [0, 1] (order unchanged) so that later stages can

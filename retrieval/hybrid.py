@@ -79,8 +79,12 @@ class HybridRetriever:
         lexical_scores = {hit.chunk_id: hit.score for hit in lexical_hits}
         dense_scores = {hit.chunk_id: hit.score for hit in dense_hits}
         # Complete both score maps over the union, so fusion never has to guess a missing score.
-        lexical_scores.update(self._lexical.score(tenant, question, [c for c in dense_scores if c not in lexical_scores]))
-        dense_scores.update(self._dense.score(tenant, vector, [c for c in lexical_scores if c not in dense_scores]))
+        lexical_scores.update(
+            self._lexical.score(tenant, question, [c for c in dense_scores if c not in lexical_scores])
+        )
+        dense_scores.update(
+            self._dense.score(tenant, vector, [c for c in lexical_scores if c not in dense_scores])
+        )
         done = time.perf_counter()
         return Candidates(
             question,
@@ -97,7 +101,9 @@ class HybridRetriever:
         )
 
     def weigh(self, candidates: Candidates) -> FusionWeights:
-        evidence = query_evidence(candidates.question, len(candidates.terms), candidates.lexical, candidates.dense)
+        evidence = query_evidence(
+            candidates.question, len(candidates.terms), candidates.lexical, candidates.dense
+        )
         return self._weigher.weigh(evidence)
 
     @staticmethod
@@ -126,7 +132,9 @@ class HybridRetriever:
         reranker = self._reranker
 
         def score(batch: Sequence[ScoredId]) -> Sequence[float]:
-            windows = [rerank_window(chunks[hit.chunk_id], candidates.terms, p.window_tokens) for hit in batch]
+            windows = [
+                rerank_window(chunks[hit.chunk_id], candidates.terms, p.window_tokens) for hit in batch
+            ]
             return [float(x) for x in reranker.score(candidates.question, windows)]
 
         return adaptive_rerank(fused, score, weight, p)
@@ -140,8 +148,12 @@ class HybridRetriever:
         token_budget: int,
         params: TrimParams | None = None,
     ) -> list[Passage]:
-        passages = [Passage(chunks[hit.chunk_id], max(0.0, hit.score)) for hit in ranking if hit.chunk_id in chunks]
-        return trim_to_budget(passages[:top_k], token_budget, candidates.terms, tokenize, params or self.trim_params)
+        passages = [
+            Passage(chunks[hit.chunk_id], max(0.0, hit.score)) for hit in ranking if hit.chunk_id in chunks
+        ]
+        return trim_to_budget(
+            passages[:top_k], token_budget, candidates.terms, tokenize, params or self.trim_params
+        )
 
     # -- the service's path -------------------------------------------------------------------------
 

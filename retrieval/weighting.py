@@ -140,6 +140,8 @@ class QueryWeigher:
             if abs(value) >= 0.05
         )
         return FusionWeights(
-            dense=w_dense, bm25=1.0 - w_dense, reason=reason or "no strong evidence: the fitted base weight",
+            dense=w_dense,
+            bm25=1.0 - w_dense,
+            reason=reason or "no strong evidence: the fitted base weight",
             evidence=evidence,
         )

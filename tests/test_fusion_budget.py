@@ -38,7 +38,14 @@ def test_rrf_weights_and_validation() -> None:
 
 def passage(name: str, text: str) -> Passage:
     chunk = Chunk(
-        id=name, document_id="d", tenant="t", index=0, text=text, start=10, end=10 + len(text), title="T",
+        id=name,
+        document_id="d",
+        tenant="t",
+        index=0,
+        text=text,
+        start=10,
+        end=10 + len(text),
+        title="T",
         token_count=count_tokens(text),
     )
     return Passage(chunk, 1.0)
@@ -116,22 +123,41 @@ def test_convex_combination_normalizes_each_list_and_weights_them() -> None:
 
 
 def evidence(**overrides: float) -> QueryEvidence:
-    values = dict(cjk_share=0.0, log_terms=1.5, has_digits=0.0, has_quotes=0.0, capitalized_share=0.2, bm25_gap=0.5,
-                  bm25_per_term=3.0, dense_top=0.6, dense_gap=0.2, overlap=0.3, bm25_top_in_dense=0.5,
-                  dense_top_in_bm25=0.0, bm25_lead=0.1, dense_lead=0.05)
+    values = dict(
+        cjk_share=0.0,
+        log_terms=1.5,
+        has_digits=0.0,
+        has_quotes=0.0,
+        capitalized_share=0.2,
+        bm25_gap=0.5,
+        bm25_per_term=3.0,
+        dense_top=0.6,
+        dense_gap=0.2,
+        overlap=0.3,
+        bm25_top_in_dense=0.5,
+        dense_top_in_bm25=0.0,
+        bm25_lead=0.1,
+        dense_lead=0.05,
+    )
     return QueryEvidence(**{**values, **overrides})
 
 
 @given(st.floats(-1e6, 1e6), st.floats(0, 1), st.floats(-50, 50), st.floats(0.0, 0.5), st.floats(0.5, 1.0))
-def test_weight_stays_within_its_bounds(bias: float, cjk: float, coef: float, low: float, high: float) -> None:
-    params = WeightingParams(bias=bias, coefficients={"cjk_share": coef}, means={}, scales={}, w_min=low, w_max=high)
+def test_weight_stays_within_its_bounds(
+    bias: float, cjk: float, coef: float, low: float, high: float
+) -> None:
+    params = WeightingParams(
+        bias=bias, coefficients={"cjk_share": coef}, means={}, scales={}, w_min=low, w_max=high
+    )
     weights = QueryWeigher(params).weigh(evidence(cjk_share=cjk))
     assert low - 1e-12 <= weights.dense <= high + 1e-12
     assert weights.bm25 == pytest.approx(1 - weights.dense)
 
 
 def test_weight_follows_its_evidence_and_says_why() -> None:
-    params = WeightingParams(bias=0.0, coefficients={"cjk_share": -4.0}, means={"cjk_share": 0.5}, scales={"cjk_share": 0.5})
+    params = WeightingParams(
+        bias=0.0, coefficients={"cjk_share": -4.0}, means={"cjk_share": 0.5}, scales={"cjk_share": 0.5}
+    )
     weigher = QueryWeigher(params)
     chinese, english = weigher.weigh(evidence(cjk_share=1.0)), weigher.weigh(evidence(cjk_share=0.0))
     assert chinese.dense < 0.05 < 0.95 < english.dense
@@ -145,7 +171,7 @@ def test_weight_follows_its_evidence_and_says_why() -> None:
 def test_query_evidence_reads_script_shape_and_agreement() -> None:
     lexical = [ScoredId(str(i), 10.0 - i) for i in range(10)]
     dense = [ScoredId(str(i), 0.9 - 0.01 * i) for i in range(5, 15)]
-    ev = query_evidence("北京 2008 \"Olympics\"", 3, lexical, dense)
+    ev = query_evidence('北京 2008 "Olympics"', 3, lexical, dense)
     assert ev.cjk_share == pytest.approx(2 / 14)
     assert ev.has_digits == 1.0 and ev.has_quotes == 1.0
     assert ev.bm25_gap == pytest.approx(0.9) and ev.bm25_per_term == pytest.approx(10 / 3)

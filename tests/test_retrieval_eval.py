@@ -52,7 +52,12 @@ def test_hybrid_beats_each_single_retriever(report: dict) -> None:
 def test_rerank_and_trim_keep_their_contracts(report: dict) -> None:
     methods = report["report"]["methods"]
     assert methods["hybrid_rerank"]["ndcg@10"] >= methods["hybrid"]["ndcg@10"] - 0.01
-    assert 0 < methods["hybrid_rerank"]["pairs_scored_mean"] <= methods["hybrid_rerank_d20"]["pairs_scored_mean"] == 20
+    assert (
+        0
+        < methods["hybrid_rerank"]["pairs_scored_mean"]
+        <= methods["hybrid_rerank_d20"]["pairs_scored_mean"]
+        == 20
+    )
     trim = methods["hybrid_rerank_trim"]
     assert trim["tokens_kept_mean"] <= 1000 + 10  # the budget, plus at most the separators' rounding
     assert trim["tokens_kept_mean"] < trim["tokens_top10_mean"]
