@@ -208,6 +208,26 @@ def eval_retrieval(
     typer.echo(f"wrote {out}", err=True)
 
 
+@eval_app.command("cache")
+def eval_cache(
+    pairs: Annotated[Path, typer.Option(help="a pairs.jsonl of question pairs")],
+    mode: Annotated[str, typer.Option(help="pairwise or populated")],
+    out: Annotated[Path, typer.Option(help="write the report as JSON here")],
+    fill_to: Annotated[int, typer.Option(help="populated: extra entries from other pair sets, up to this many")] = 0,
+) -> None:
+    """Precision, recall and lookup latency of the answer cache's matching on question pairs."""
+    from evals.cache import print_report, run
+
+    if mode not in ("pairwise", "populated"):
+        _fail("--mode must be pairwise or populated")
+    if not pairs.is_file():
+        _fail(f"{pairs}: no such file")
+    report = run(pairs, mode, get_settings(), fill_to)
+    print_report(report)
+    out.write_text(json.dumps(report, indent=2))
+    typer.echo(f"wrote {out}", err=True)
+
+
 def main() -> None:
     try:
         app()

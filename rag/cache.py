@@ -1,0 +1,286 @@
+"""Semantic answer cache: a repeated question costs nothing, a different question never gets its answer.
+
+Lookup is an exact match of the normalized question first, then a nearest-neighbour search of the
+question's embedding in a vector collection (any ``DenseStore``: embedded by default, a Qdrant server
+when configured), where a candidate above the similarity threshold must also pass the guard of
+``rag.cache_guard``. Entries live in SQLite, keyed by tenant, with the documents their answer cited:
+deleting a document drops every entry that cited it, and an answer that found nothing in the documents
+("I don't know") is dropped when documents are added. A TTL and a size bound (least recently used
+first) keep the cache honest and small.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import unicodedata
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rag.cache_guard import Verdict, same_question
+from rag.types import Chunk, Citation, ScoredId
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS entries (
+        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, question TEXT NOT NULL, normalized TEXT NOT NULL,
+        answer TEXT NOT NULL, citations TEXT NOT NULL, abstained INTEGER NOT NULL,
+        created_at REAL NOT NULL, used_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS entries_normalized ON entries (tenant, normalized)",
+    "CREATE INDEX IF NOT EXISTS entries_used ON entries (used_at)",
+    """CREATE TABLE IF NOT EXISTS cited (
+        entry_id TEXT NOT NULL, tenant TEXT NOT NULL, document_id TEXT NOT NULL,
+        PRIMARY KEY (entry_id, document_id))""",
+    "CREATE INDEX IF NOT EXISTS cited_document ON cited (tenant, document_id)",
+)
+_TRAILING = re.compile(r"[\s?!.。？！]+$")
+_SPACES = re.compile(r"\s+")
+
+
+class VectorIndex(Protocol):
+    """The part of ``indexing.stores.base.DenseStore`` the cache uses."""
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> None: ...
+
+    def delete_document(self, tenant: str, document_id: str) -> int: ...
+
+    def search(self, tenant: str, vector: np.ndarray, top_k: int) -> list[ScoredId]: ...
+
+    def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
+
+
+def normalize(question: str) -> str:
+    """The exact-match key: Unicode-normalized, case-folded, single-spaced, without end punctuation."""
+    text = unicodedata.normalize("NFKC", question).casefold().strip()
+    return _TRAILING.sub("", _SPACES.sub(" ", text))
+
+
+def decide(similarity: float, new: str, cached: str, threshold: float) -> Verdict:
+    """The matching rule, shared by the cache and its eval: over the threshold, and the same question."""
+    if normalize(new) == normalize(cached):
+        return Verdict(True, "the same question")
+    if similarity < threshold:
+        return Verdict(False, f"similarity {similarity:.3f} below {threshold}")
+    return same_question(new, cached)
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    answer: str
+    citations: tuple[Citation, ...]
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    hit: bool
+    similarity: float | None
+    reason: str
+    entry_id: str | None = None
+    cached_question: str | None = None
+    answer: CachedAnswer | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry_id: str
+    question: str
+    similarity: float
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        path: Path,
+        index: VectorIndex,
+        threshold: float,
+        ttl_seconds: float | None = None,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError("threshold must be within (0, 1]")
+        if max_entries < 1 or (ttl_seconds is not None and ttl_seconds <= 0):
+            raise ValueError("max_entries must be positive, ttl_seconds positive or None")
+        self._index = index
+        self.threshold = threshold
+        self._ttl = ttl_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.RLock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+
+    # -- lookup -------------------------------------------------------------------------------------
+
+    def lookup(
+        self, tenant: str, question: str, vector: np.ndarray, threshold: float | None = None
+    ) -> CacheLookup:
+        """A hit, or a miss with the nearest candidate's similarity and why it was refused.
+        ``threshold`` overrides the configured one (the eval draws its curve with it)."""
+        threshold = self.threshold if threshold is None else threshold
+        with self._lock:
+            self._expire()
+            row = self._conn.execute(
+                "SELECT id, question FROM entries WHERE tenant = ? AND normalized = ? ORDER BY used_at DESC LIMIT 1",
+                (tenant, normalize(question)),
+            ).fetchone()
+            if row:
+                return self._hit(row[0], row[1], 1.0, "the same question")
+            nearest = self.candidates(tenant, vector, 1)
+            if not nearest:
+                return CacheLookup(False, None, "the cache holds no question of this tenant")
+            # Only the nearest question may answer: when it is refused, a farther one that passes the
+            # guard is more likely a near-miss than the same question (measured on gptcache_mock).
+            best = nearest[0]
+            verdict = decide(best.similarity, question, best.question, threshold)
+            if verdict.same:
+                return self._hit(best.entry_id, best.question, best.similarity, verdict.reason)
+            return CacheLookup(False, best.similarity, verdict.reason)
+
+    def candidates(self, tenant: str, vector: np.ndarray, k: int) -> list[Candidate]:
+        """The ``k`` nearest cached questions of the tenant, best first (live entries only)."""
+        hits = self._index.search(tenant, vector, k)
+        if not hits:
+            return []
+        placeholders = ",".join("?" * len(hits))
+        rows = dict(
+            self._conn.execute(
+                f"SELECT id, question FROM entries WHERE tenant = ? AND id IN ({placeholders})",
+                (tenant, *[h.chunk_id for h in hits]),
+            ).fetchall()
+        )
+        return [Candidate(h.chunk_id, rows[h.chunk_id], h.score) for h in hits if h.chunk_id in rows]
+
+    def _hit(self, entry_id: str, cached_question: str, similarity: float, reason: str) -> CacheLookup:
+        answer, citations = self._conn.execute(
+            "SELECT answer, citations FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        self._conn.execute(
+            "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE id = ?", (self._clock(), entry_id)
+        )
+        cached = CachedAnswer(answer, tuple(Citation(**c) for c in json.loads(citations)))
+        return CacheLookup(True, similarity, reason, entry_id, cached_question, cached)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def store(
+        self, tenant: str, question: str, vector: np.ndarray, answer: CachedAnswer, abstained: bool
+    ) -> str:
+        entry_id = str(uuid.uuid4())
+        now = self._clock()
+        citations = json.dumps([vars(c) for c in answer.citations])
+        documents = sorted({c.document_id for c in answer.citations})
+        with self._lock:
+            # The same question again replaces its entry rather than adding a twin.
+            twins = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT id FROM entries WHERE tenant = ? AND normalized = ?",
+                    (tenant, normalize(question)),
+                )
+            ]
+            self._remove(tenant, twins)
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT INTO entries (id, tenant, question, normalized, answer, citations, abstained, "
+                    "created_at, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        entry_id,
+                        tenant,
+                        question,
+                        normalize(question),
+                        answer.answer,
+                        citations,
+                        int(abstained),
+                        now,
+                        now,
+                    ),
+                )
+                self._conn.executemany(
+                    "INSERT INTO cited (entry_id, tenant, document_id) VALUES (?, ?, ?)",
+                    [(entry_id, tenant, d) for d in documents],
+                )
+                self._index.upsert([_entry_chunk(entry_id, tenant)], np.atleast_2d(vector).astype(np.float32))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._evict()
+        return entry_id
+
+    def invalidate_documents(self, tenant: str, document_ids: Sequence[str]) -> int:
+        """Drop every entry whose answer cited one of these documents (deleted or replaced)."""
+        with self._lock:
+            ids = [
+                row[0]
+                for document_id in document_ids
+                for row in self._conn.execute(
+                    "SELECT entry_id FROM cited WHERE tenant = ? AND document_id = ?", (tenant, document_id)
+                )
+            ]
+            return self._remove(tenant, sorted(set(ids)))
+
+    def documents_added(self, tenant: str) -> int:
+        """New documents may hold what an "I don't know" answer lacked: drop those answers."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT id FROM entries WHERE tenant = ? AND abstained = 1", (tenant,)
+                )
+            ]
+            return self._remove(tenant, ids)
+
+    def count(self, tenant: str | None = None) -> int:
+        with self._lock:
+            if tenant is None:
+                return self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+            return self._conn.execute("SELECT COUNT(*) FROM entries WHERE tenant = ?", (tenant,)).fetchone()[
+                0
+            ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _expire(self) -> None:
+        if self._ttl is None:
+            return
+        rows = self._conn.execute(
+            "SELECT tenant, id FROM entries WHERE created_at < ?", (self._clock() - self._ttl,)
+        ).fetchall()
+        for tenant, entry_id in rows:
+            self._remove(tenant, [entry_id])
+
+    def _evict(self) -> None:
+        excess = self.count() - self._max_entries
+        if excess > 0:
+            rows = self._conn.execute(
+                "SELECT tenant, id FROM entries ORDER BY used_at LIMIT ?", (excess,)
+            ).fetchall()
+            for tenant, entry_id in rows:
+                self._remove(tenant, [entry_id])
+
+    def _remove(self, tenant: str, entry_ids: Sequence[str]) -> int:
+        for entry_id in entry_ids:
+            # The vector goes first: an entry without its vector is only unreachable, never wrong.
+            self._index.delete_document(tenant, entry_id)
+            self._conn.execute("DELETE FROM cited WHERE entry_id = ?", (entry_id,))
+            self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        return len(entry_ids)
+
+
+def _entry_chunk(entry_id: str, tenant: str) -> Chunk:
+    """A cache entry in the vector collection's terms: its own 'document', so it can be deleted by id."""
+    return Chunk(entry_id, entry_id, tenant, 0, "", 0, 0, "", 0)

@@ -1,0 +1,157 @@
+"""The answer cache: the guard on fixed questions, and the cache's lifecycle on the real embedded vector
+store with the real embedder (invalidation, abstentions, TTL, size bound, tenants)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexing.embedding import SentenceTransformerEmbedder
+from indexing.stores.dense_edge import EdgeDenseStore
+from rag.cache import CachedAnswer, SemanticCache, decide, normalize
+from rag.cache_guard import same_question
+from rag.types import Citation
+
+
+@pytest.mark.parametrize(
+    ("new", "cached"),
+    [
+        ("Who won Super Bowl 50?", "Who won Super Bowl 49?"),  # numbers
+        ("How many players are on a team?", "How many players are not on a team?"),  # negation
+        ("Did Denver beat Carolina?", "Did Carolina beat Denver?"),  # names in another order
+        ("Is Python faster than Java?", "Is Python faster than Rust?"),  # another name
+        (
+            "The first floor was a shop and the second a temple.",
+            "The second floor was a shop and the first a temple.",
+        ),
+        ("What is the capital of France in 1800?", "What is the capital of France in 1900?"),
+        ("Which came first, two or three?", "Which came first, 2 or 4?"),
+    ],
+)
+def test_guard_refuses_questions_that_ask_something_else(new: str, cached: str) -> None:
+    verdict = same_question(new, cached)
+    assert not verdict.same, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("new", "cached"),
+    [
+        ("Who won Super Bowl 50?", "Which team won Super Bowl 50?"),
+        ("How do I learn Python quickly?", "What is the fastest way to learn Python?"),
+        ("What are two-way speakers?", "What are 2-way speakers?"),
+        ("Why isn't the sky green?", "Why is the sky not green?"),
+        ("What is the population of Paris", "what is the population of paris?"),
+    ],
+)
+def test_guard_accepts_paraphrases(new: str, cached: str) -> None:
+    verdict = same_question(new, cached)
+    assert verdict.same, verdict.reason
+
+
+def test_decide_needs_the_threshold_unless_the_text_is_the_same() -> None:
+    assert decide(0.2, "What is X?", "what is x", 0.9).same  # exact after normalization
+    assert not decide(0.89, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9).same
+    assert decide(0.95, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9).same
+    assert normalize("  What  IS x ?? ") == "what is x"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> SentenceTransformerEmbedder:
+    model = SentenceTransformerEmbedder()
+    model.warm_up()
+    return model
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def cache_parts(tmp_path: Path, embedder: SentenceTransformerEmbedder):
+    index = EdgeDenseStore(tmp_path / "vectors", embedder.dim)
+    clock = Clock()
+    cache = SemanticCache(
+        tmp_path / "cache.sqlite", index, threshold=0.85, ttl_seconds=100, max_entries=3, clock=clock
+    )
+    yield cache, index, clock, embedder
+    cache.close()
+    index.close()
+
+
+def answer(text: str, *documents: str) -> CachedAnswer:
+    return CachedAnswer(text, tuple(Citation(d, f"{d}-c0", "T", "span") for d in documents))
+
+
+def put(cache, embedder, tenant, question, text, *documents, abstained=False) -> str:
+    return cache.store(tenant, question, embedder.embed_query(question), answer(text, *documents), abstained)
+
+
+def ask(cache, embedder, tenant, question):
+    return cache.lookup(tenant, question, embedder.embed_query(question))
+
+
+def test_hit_on_the_same_and_a_paraphrased_question_miss_on_another(cache_parts) -> None:
+    cache, _, _, embedder = cache_parts
+    put(cache, embedder, "t1", "Which team won Super Bowl 50?", "Denver Broncos", "doc-a")
+    same = ask(cache, embedder, "t1", "which team won super bowl 50")
+    assert same.hit and same.similarity == 1.0 and same.answer.answer == "Denver Broncos"
+    assert same.answer.citations[0].document_id == "doc-a"
+    paraphrase = ask(cache, embedder, "t1", "Who won Super Bowl 50?")
+    assert paraphrase.hit and 0.85 <= paraphrase.similarity < 1.0
+    other = ask(cache, embedder, "t1", "Which team won Super Bowl 49?")
+    assert not other.hit and "numbers" in other.reason
+
+
+def test_tenants_never_share_entries(cache_parts) -> None:
+    cache, _, _, embedder = cache_parts
+    put(cache, embedder, "t1", "Which team won Super Bowl 50?", "Denver Broncos", "doc-a")
+    assert not ask(cache, embedder, "t2", "Which team won Super Bowl 50?").hit
+
+
+def test_deleting_a_cited_document_drops_its_entries_only(cache_parts) -> None:
+    cache, index, _, embedder = cache_parts
+    put(cache, embedder, "t1", "Which team won Super Bowl 50?", "Denver Broncos", "doc-a", "doc-b")
+    put(cache, embedder, "t1", "Where is the Eiffel Tower?", "Paris", "doc-c")
+    assert cache.invalidate_documents("t1", ["doc-b"]) == 1
+    assert not ask(cache, embedder, "t1", "Which team won Super Bowl 50?").hit
+    assert ask(cache, embedder, "t1", "Where is the Eiffel Tower?").hit
+    assert cache.count("t1") == 1 and index.count("t1") == 1  # the vector went with the entry
+
+
+def test_not_found_answers_expire_when_documents_are_added(cache_parts) -> None:
+    cache, _, _, embedder = cache_parts
+    put(cache, embedder, "t1", "Who wrote Hamlet?", "I don't know.", abstained=True)
+    put(cache, embedder, "t1", "Where is the Eiffel Tower?", "Paris", "doc-c")
+    assert ask(cache, embedder, "t1", "Who wrote Hamlet?").hit
+    assert cache.documents_added("t1") == 1
+    assert not ask(cache, embedder, "t1", "Who wrote Hamlet?").hit
+    assert ask(cache, embedder, "t1", "Where is the Eiffel Tower?").hit
+
+
+def test_ttl_and_least_recently_used_bound(cache_parts) -> None:
+    cache, index, clock, embedder = cache_parts
+    questions = ["Where is the Eiffel Tower?", "Who wrote Hamlet?", "What is the boiling point of water?"]
+    for question in questions:
+        put(cache, embedder, "t1", question, "x", "doc")
+        clock.now += 1
+    assert ask(cache, embedder, "t1", questions[0]).hit  # now the most recently used
+    put(cache, embedder, "t1", "How tall is Mount Everest?", "8849 m", "doc")  # a fourth: one must go
+    assert cache.count() == 3 and index.count() == 3
+    assert not ask(cache, embedder, "t1", questions[1]).hit  # the least recently used went
+    assert ask(cache, embedder, "t1", questions[0]).hit
+    clock.now += 1_000  # past the TTL
+    assert not ask(cache, embedder, "t1", questions[0]).hit
+    assert cache.count() == 0 and index.count() == 0
+
+
+def test_storing_the_same_question_again_replaces_it(cache_parts) -> None:
+    cache, _, _, embedder = cache_parts
+    put(cache, embedder, "t1", "Who wrote Hamlet?", "Marlowe", "doc-a")
+    put(cache, embedder, "t1", "who wrote hamlet", "Shakespeare", "doc-b")
+    assert cache.count("t1") == 1
+    assert ask(cache, embedder, "t1", "Who wrote Hamlet?").answer.answer == "Shakespeare"
