@@ -79,6 +79,8 @@ class QueryResponse(BaseModel):
     usage: UsageOut
     latency_ms: float
     stage_ms: dict[str, float]
+    cache: Literal["hit", "miss"] = Field(description="hit: answered from the answer cache, at no token cost")
+    cache_similarity: float | None = Field(description="similarity of the nearest cached question (1.0 = the same)")
     debug: dict[str, Any] = Field(
         default_factory=dict,
         description="how the context was chosen: fusion weights and their reason, rerank pairs, trimmed tokens",
@@ -93,6 +95,8 @@ class QueryResponse(BaseModel):
             latency_ms=round(answer.latency_ms, 1),
             stage_ms={k: round(v, 1) for k, v in answer.stage_ms.items()},
             debug=answer.debug,
+            cache=answer.cache,
+            cache_similarity=None if answer.cache_similarity is None else round(answer.cache_similarity, 4),
         )
 
 

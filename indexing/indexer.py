@@ -13,7 +13,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Protocol, Sequence
 
 from indexing.chunking import Chunker
 from indexing.embedding import Embedder
@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 
 # Documents prepared and written together: one embedding call, one write per store.
 WRITE_GROUP = 64
+
+
+class IndexListener(Protocol):
+    """Told when a tenant's documents change, after the change is durable (the answer cache listens)."""
+
+    def documents_added(self, tenant: str) -> int: ...
+
+    def document_removed(self, tenant: str, document_id: str) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,9 @@ class Indexer:
         embedder: Embedder,
         chunker: Chunker,
         max_upload_bytes: int,
+        listeners: Sequence[IndexListener] = (),
     ) -> None:
+        self._listeners = tuple(listeners)
         self._registry = registry
         self._dense = dense
         self._lexical = lexical
@@ -128,6 +138,8 @@ class Indexer:
                     self._write(list(to_write.values()))
                     for i, item in to_write.items():
                         outcomes[i] = IngestOutcome(uploads[i].name, "indexed", document=item.record)
+                    for listener in self._listeners:
+                        listener.documents_added(tenant)
                 except RagError as error:
                     for i in to_write:
                         outcomes[i] = IngestOutcome(uploads[i].name, "rejected", error=error)
@@ -200,6 +212,8 @@ class Indexer:
                 return False
             self._registry.mark_deleting(document_id)
             self._purge(tenant, document_id)
+            for listener in self._listeners:
+                listener.document_removed(tenant, document_id)
             return True
 
     def _purge(self, tenant: str, document_id: str) -> None:

@@ -37,3 +37,5 @@ def generation_usage(
 
 
 NO_GENERATION = Usage(prompt_tokens=0, completion_tokens=0, model="none", tier="none", cost_usd=0.0)
+
+CACHE_HIT = Usage(prompt_tokens=0, completion_tokens=0, model="cache", tier="cache", cost_usd=0.0)

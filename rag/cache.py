@@ -231,6 +231,9 @@ class SemanticCache:
             ]
             return self._remove(tenant, sorted(set(ids)))
 
+    def document_removed(self, tenant: str, document_id: str) -> int:
+        return self.invalidate_documents(tenant, [document_id])
+
     def documents_added(self, tenant: str) -> int:
         """New documents may hold what an "I don't know" answer lacked: drop those answers."""
         with self._lock:

@@ -1,30 +1,46 @@
-"""The query path: validate → retrieve (within the token budget) → generate → cite → count."""
+"""The query path: validate → embed → answer cache → retrieve (within the token budget) → generate →
+cite → count → cache the answer."""
 
 from __future__ import annotations
 
 import time
-from typing import Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from rag.accounting import NO_GENERATION, generation_usage
+import numpy as np
+
+from rag.accounting import CACHE_HIT, NO_GENERATION, generation_usage
+from rag.cache import CachedAnswer, SemanticCache
 from rag.errors import InvalidRequest
 from rag.llm.base import LLM
-from rag.prompt import NO_ANSWER, build_messages, citations_for, split_answer
+from rag.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.settings import Settings
 from rag.types import Answer, Retrieval
 
 
 class Retriever(Protocol):
-    def retrieve(self, tenant: str, question: str, top_k: int, token_budget: int) -> Retrieval: ...
+    def retrieve(
+        self, tenant: str, question: str, top_k: int, token_budget: int, query_vector: np.ndarray | None = None
+    ) -> Retrieval: ...
 
 
 class QueryPipeline:
-    def __init__(self, settings: Settings, retriever: Retriever, llms: Mapping[str, LLM]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        retriever: Retriever,
+        llms: Mapping[str, LLM],
+        embed_query: Callable[[str], np.ndarray],
+        cache: SemanticCache | None = None,
+    ) -> None:
         missing = set(settings.tiers) - set(llms)
         if missing:
             raise ValueError(f"no LLM for tiers {sorted(missing)}")
         self._settings = settings
         self._retriever = retriever
         self._llms = llms
+        self._embed_query = embed_query
+        self._cache = cache
 
     def validate(self, question: str, top_k: int | None, token_budget: int | None) -> tuple[str, int, int]:
         s = self._settings
@@ -46,7 +62,22 @@ class QueryPipeline:
     ) -> Answer:
         started = time.perf_counter()
         question, top_k, token_budget = self.validate(question, top_k, token_budget)
-        retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget)
+        vector = self._embed_query(question)  # once: for the cache and for dense retrieval
+        after_embed = time.perf_counter()
+        lookup = self._cache.lookup(tenant, question, vector) if self._cache else None
+        after_cache = time.perf_counter()
+        if lookup is not None and lookup.hit:
+            return Answer(
+                answer=lookup.answer.answer,
+                citations=lookup.answer.citations,
+                usage=CACHE_HIT,
+                latency_ms=(after_cache - started) * 1000,
+                stage_ms={"embed": (after_embed - started) * 1000, "cache": (after_cache - after_embed) * 1000},
+                debug={"cache": {"reason": lookup.reason, "cached_question": lookup.cached_question}},
+                cache="hit",
+                cache_similarity=lookup.similarity,
+            )
+        retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
         after_retrieval = time.perf_counter()
         passages = list(retrieval.passages)
         if not passages:
@@ -59,14 +90,28 @@ class QueryPipeline:
             usage = generation_usage(tier_name, self._settings.tiers[tier_name], messages, generation.text)
             text, cited = split_answer(generation.text, passages)
             citations = citations_for(text, cited, passages, question)
+        text = text or NO_ANSWER
         done = time.perf_counter()
-        stage_ms = {"retrieve": (after_retrieval - started) * 1000, "generate": (done - after_retrieval) * 1000}
+        if self._cache is not None:
+            abstained = not passages or is_abstention(text)
+            self._cache.store(tenant, question, vector, CachedAnswer(text, tuple(citations)), abstained)
+        stage_ms = {
+            "embed": (after_embed - started) * 1000,
+            "cache": (after_cache - after_embed) * 1000,
+            "retrieve": (after_retrieval - after_cache) * 1000,
+            "generate": (done - after_retrieval) * 1000,
+        }
         stage_ms.update({f"retrieve.{k}": v for k, v in retrieval.stage_ms.items()})
+        debug: dict[str, object] = {"retrieval": retrieval.debug}
+        if lookup is not None:
+            debug["cache"] = {"reason": lookup.reason}
         return Answer(
-            answer=text or NO_ANSWER,
+            answer=text,
             citations=tuple(citations),
             usage=usage,
             latency_ms=(done - started) * 1000,
             stage_ms=stage_ms,
-            debug={"retrieval": retrieval.debug},
+            debug=debug,
+            cache="miss",
+            cache_similarity=lookup.similarity if lookup is not None else None,
         )

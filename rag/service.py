@@ -20,6 +20,7 @@ from indexing.registry import SqliteRegistry
 from indexing.stores.base import DenseStore, LexicalStore
 from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
+from rag.cache import SemanticCache
 from rag.errors import StoreError
 from rag.llm.base import LLM
 from rag.llm.factory import build_llm
@@ -33,6 +34,7 @@ from retrieval.weighting import QueryWeigher
 log = logging.getLogger(__name__)
 
 CHUNK_COLLECTION = "chunks"
+CACHE_COLLECTION = "answer_cache"
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:
@@ -64,6 +66,8 @@ class Service:
     lexical: LexicalStore
     embedder: SentenceTransformerEmbedder
     reranker: OnnxCrossEncoder | None
+    cache: SemanticCache | None
+    cache_index: DenseStore | None
     llms: dict[str, LLM]
     indexer: Indexer
     retriever: HybridRetriever
@@ -86,6 +90,22 @@ class Service:
             settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         )
         lexical = BM25Store(settings.data_dir / "bm25")
+        cache_index = cache = None
+        if settings.cache_enabled:
+            cache_index = open_dense_store(
+                settings.data_dir,
+                CACHE_COLLECTION,
+                embedder.dim,
+                settings.qdrant_url,
+                settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+            )
+            cache = SemanticCache(
+                settings.data_dir / "cache.sqlite",
+                cache_index,
+                settings.cache_threshold,
+                settings.cache_ttl_seconds,
+                settings.cache_max_entries,
+            )
         llms = {name: build_llm(tier, settings) for name, tier in settings.tiers.items()}
         indexer = Indexer(
             registry=registry,
@@ -94,6 +114,7 @@ class Service:
             embedder=embedder,
             chunker=Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens),
             max_upload_bytes=settings.max_upload_bytes,
+            listeners=[cache] if cache else [],
         )
         fitted = load_fitted()
         reranker = OnnxCrossEncoder(threads=settings.llm_threads) if settings.rerank else None
@@ -114,10 +135,12 @@ class Service:
             lexical=lexical,
             embedder=embedder,
             reranker=reranker,
+            cache=cache,
+            cache_index=cache_index,
             llms=llms,
             indexer=indexer,
             retriever=retriever,
-            pipeline=QueryPipeline(settings, retriever, llms),
+            pipeline=QueryPipeline(settings, retriever, llms, embedder.embed_query, cache),
             _lock_handle=lock,
         )
         indexer.recover()
@@ -132,6 +155,9 @@ class Service:
             self.llms[self.settings.default_tier].warm_up()
 
     def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+            self.cache_index.close()
         self.dense.close()
         self.lexical.close()
         self.registry.close()

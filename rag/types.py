@@ -114,6 +114,8 @@ class Answer:
     latency_ms: float
     stage_ms: dict[str, float] = field(default_factory=dict)
     debug: dict[str, object] = field(default_factory=dict)
+    cache: str = "miss"  # "hit" when the answer came from the answer cache
+    cache_similarity: float | None = None  # similarity of the nearest cached question, if any
 
 
 @dataclass(frozen=True)

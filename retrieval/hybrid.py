@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+import numpy as np
+
 from indexing.embedding import Embedder
 from indexing.indexer import indexed_text
 from indexing.stores.base import DenseStore, LexicalStore
@@ -68,12 +70,16 @@ class HybridRetriever:
 
     # -- stages -------------------------------------------------------------------------------------
 
-    def candidates(self, tenant: str, question: str, depth: int = CANDIDATE_DEPTH) -> Candidates:
+    def candidates(
+        self, tenant: str, question: str, depth: int = CANDIDATE_DEPTH, query_vector: np.ndarray | None = None
+    ) -> Candidates:
+        """``query_vector``: the question's embedding when the caller already has it (the pipeline
+        embeds once for the answer cache and for this search)."""
         started = time.perf_counter()
         terms = tokenize(question)
         lexical_hits = self._lexical.search(tenant, question, depth)
         after_bm25 = time.perf_counter()
-        vector = self._embedder.embed_query(question)
+        vector = self._embedder.embed_query(question) if query_vector is None else query_vector
         dense_hits = self._dense.search(tenant, vector, depth)
         after_dense = time.perf_counter()
         lexical_scores = {hit.chunk_id: hit.score for hit in lexical_hits}
@@ -157,9 +163,11 @@ class HybridRetriever:
 
     # -- the service's path -------------------------------------------------------------------------
 
-    def retrieve(self, tenant: str, question: str, top_k: int, token_budget: int) -> Retrieval:
+    def retrieve(
+        self, tenant: str, question: str, top_k: int, token_budget: int, query_vector: np.ndarray | None = None
+    ) -> Retrieval:
         started = time.perf_counter()
-        candidates = self.candidates(tenant, question)
+        candidates = self.candidates(tenant, question, query_vector=query_vector)
         weights = self.weigh(candidates)
         fused = self.fuse(candidates, weights)
         chunks = self.hydrate(fused, max(self.rerank_params.max_pairs, top_k * 2))

@@ -12,6 +12,7 @@ from tests.conftest import LiveServer
 
 QUESTION_ID = "56dde1d966d3e219004dad8d"  # "Who upon arriving gave the original viking settlers a common identity?"
 OTHER_DOC = "Super_Bowl_50#0"
+PARAPHRASE = "Upon arriving, who gave the original Viking settlers a common identity?"
 
 
 def as_text_file(doc: dict) -> tuple[str, bytes]:
@@ -77,6 +78,19 @@ def test_upload_ask_cite_delete(client: httpx.Client, live_server: LiveServer, x
     expected_cost = (usage["prompt_tokens"] * 2.50 + usage["completion_tokens"] * 10.00) / 1e6
     assert usage["cost_usd"] == pytest.approx(expected_cost)
     assert body["latency_ms"] > 0 and {"retrieve", "generate"} <= set(body["stage_ms"])
+    assert body["cache"] == "miss"
+
+    # The same question again is answered from the cache, at no token cost, with the same citations.
+    cached = client.post("/v1/query", json={"question": query["question"]}).json()
+    assert cached["cache"] == "hit" and cached["cache_similarity"] == 1.0
+    assert cached["answer"] == body["answer"] and cached["citations"] == body["citations"]
+    assert cached["usage"]["prompt_tokens"] == cached["usage"]["completion_tokens"] == 0
+    assert cached["usage"]["cost_usd"] == 0 and "generate" not in cached["stage_ms"]
+    # So is a paraphrase of it; a question about something else is not.
+    paraphrase = client.post("/v1/query", json={"question": PARAPHRASE}).json()
+    assert paraphrase["cache"] == "hit" and 0.85 <= paraphrase["cache_similarity"] < 1.0, paraphrase
+    other_question = client.post("/v1/query", json={"question": "When did the Normans arrive in Italy?"}).json()
+    assert other_question["cache"] == "miss"
 
     assert all(n > 0 for n in store_counts(live_server, gold_id))
     assert client.delete(f"/v1/documents/{gold_id}").status_code == 200
@@ -84,6 +98,7 @@ def test_upload_ask_cite_delete(client: httpx.Client, live_server: LiveServer, x
     assert client.get(f"/v1/documents/{gold_id}").status_code == 404
     assert client.delete(f"/v1/documents/{gold_id}").status_code == 404
     after = client.post("/v1/query", json={"question": query["question"]}).json()
+    assert after["cache"] == "miss"  # the cached answer cited the deleted document, so it is gone
     assert all(c["document_id"] != gold_id for c in after["citations"])
     assert client.delete(f"/v1/documents/{other_id}").status_code == 200
 
