@@ -104,6 +104,8 @@ def populated(
             for question, vector in tqdm(list(zip(entries, vectors)), desc="populate", file=sys.stderr):
                 cache.store(DEFAULT_TENANT, question, vector, CachedAnswer(question, ()), abstained=False)
             queries = embedder.embed_documents([p["q2"] for p in pairs])
+            # Embedding similarity alone, for comparison: the nearest cached question, no guard.
+            nearest = [cache.candidates(DEFAULT_TENANT, vector, 1) for vector in queries]
             timings, curve = [], []
             for t in THRESHOLDS + ((threshold,) if threshold not in THRESHOLDS else ()):
                 correct = hits = 0
@@ -116,7 +118,9 @@ def populated(
                         hits += 1
                         # Correct when it returns this pair's q1 (the set repeats some q1 texts verbatim).
                         correct += result.cached_question == pair["q1"]
-                curve.append({"threshold": t, **_summary(correct, hits, len(pairs), 0, 0)})
+                near = [(n[0].similarity >= t, n[0].question == pair["q1"]) for n, pair in zip(nearest, pairs) if n]
+                cosine = _summary(sum(hit and own for hit, own in near), sum(hit for hit, _ in near), len(pairs), 0, 0)
+                curve.append({"threshold": t, **_summary(correct, hits, len(pairs), 0, 0), "cosine_only": cosine})
             size = cache.count()
         finally:
             cache.close()
