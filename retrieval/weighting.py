@@ -21,7 +21,6 @@ SHAPE_DEPTH = 10  # the top of each list that its shape and the lists' agreement
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _WORD_CHAR = re.compile(r"\w", re.UNICODE)
 _DIGIT = re.compile(r"\d")
-_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _QUOTED = re.compile(r"[\"“”「」『』].+?[\"“”「」『』]")
 
 
@@ -33,7 +32,6 @@ class QueryEvidence:
     log_terms: float  # log(1 + number of BM25 terms of the query)
     has_digits: float
     has_quotes: float
-    capitalized_share: float  # share of the words after the first that are capitalized: names favour BM25
     bm25_gap: float  # (top - 10th) / top of the BM25 scores: a peaked list means an exact-term hit
     bm25_per_term: float  # top BM25 score per query term: how strongly the terms matched
     dense_top: float  # best cosine similarity
@@ -61,7 +59,6 @@ def query_evidence(
         log_terms=math.log1p(n_terms),
         has_digits=float(bool(_DIGIT.search(question))),
         has_quotes=float(bool(_QUOTED.search(question))),
-        capitalized_share=_capitalized_share(question),
         bm25_gap=(lex[0] - lex[-1]) / lex[0] if lex and lex[0] > 0 else 0.0,
         bm25_per_term=lex[0] / n_terms if lex and n_terms else 0.0,
         dense_top=den[0] if den else 0.0,
@@ -72,11 +69,6 @@ def query_evidence(
         bm25_lead=(lex[0] - lex[1]) / lex[0] if len(lex) > 1 and lex[0] > 0 else 0.0,
         dense_lead=den[0] - den[1] if len(den) > 1 else 0.0,
     )
-
-
-def _capitalized_share(question: str) -> float:
-    words = _LATIN_WORD.findall(question)[1:]
-    return sum(word[0].isupper() for word in words) / len(words) if words else 0.0
 
 
 def _reciprocal_rank(chunk_id: str, ranking: Sequence[ScoredId]) -> float:

@@ -128,7 +128,6 @@ def evidence(**overrides: float) -> QueryEvidence:
         log_terms=1.5,
         has_digits=0.0,
         has_quotes=0.0,
-        capitalized_share=0.2,
         bm25_gap=0.5,
         bm25_per_term=3.0,
         dense_top=0.6,
