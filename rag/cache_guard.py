@@ -18,12 +18,14 @@ _NEGATIONS = frozenset(
     "not no never none nobody nothing neither nor without cannot isn't aren't wasn't weren't don't "
     "doesn't didn't won't wouldn't can't couldn't shouldn't hasn't haven't hadn't mustn't 不 没 没有 别 无 非".split()
 )
+# Number words as digits. "one" is left out: it is more often a pronoun ("one can") than a number.
 _NUMBER_WORDS = {
     word: str(value)
     for value, word in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
         "seventeen eighteen nineteen twenty".split()
     )
+    if word != "one"
 } | {
     word: word
     for word in "hundred thousand million billion trillion first second third last half twice".split()
@@ -50,8 +52,11 @@ def signature(question: str) -> QuestionSignature:
     tokens = _TOKEN.findall(text)
     words, numbers, names = [], [], []
     negations = 0
+    starts = _sentence_starts(text)
     for position, token in enumerate(tokens):
         lower = token.lower()
+        if lower == "no" and position == 0 and re.match(r"\s*no\s*,", text, re.IGNORECASE):
+            continue  # "No, X doesn't ..." answers a question: the negation that matters follows
         if lower in _NEGATIONS or lower.endswith("n't"):
             negations += 1
             continue
@@ -62,7 +67,7 @@ def signature(question: str) -> QuestionSignature:
             numbers.append(_NUMBER_WORDS[lower])
             continue
         # A capitalized first word is just the sentence's start unless it is capitalized inside too.
-        is_name = token[0].isupper() and (position > 0 or any(c.isupper() for c in token[1:]))
+        is_name = token[0].isupper() and (position not in starts or any(c.isupper() for c in token[1:]))
         if is_name and lower not in _FUNCTION_WORDS:
             names.append(lower)
         if lower not in _FUNCTION_WORDS:
@@ -111,6 +116,20 @@ def same_question(
         if agreement < min_order_agreement:
             return Verdict(False, f"the same words in another order ({agreement:.2f})")
     return Verdict(True, "same numbers, negation, names and order")
+
+
+def _sentence_starts(text: str) -> set[int]:
+    """Token positions that begin a sentence (after . : ; ! ? or at the start)."""
+    starts, position, boundary = set(), 0, True
+    for match in re.finditer(_TOKEN.pattern + r"|[.:;!?]", text):
+        if match.group()[0] in ".:;!?":
+            boundary = True
+            continue
+        if boundary:
+            starts.add(position)
+        boundary = False
+        position += 1
+    return starts
 
 
 def _order_agreement(a: tuple[str, ...], b: tuple[str, ...]) -> float:
