@@ -35,6 +35,7 @@ _SCHEMA = (
         created_at REAL NOT NULL, used_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0)""",
     "CREATE INDEX IF NOT EXISTS entries_normalized ON entries (tenant, normalized)",
     "CREATE INDEX IF NOT EXISTS entries_used ON entries (used_at)",
+    "CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at)",  # the TTL sweep on each lookup
     """CREATE TABLE IF NOT EXISTS cited (
         entry_id TEXT NOT NULL, tenant TEXT NOT NULL, document_id TEXT NOT NULL,
         PRIMARY KEY (entry_id, document_id))""",
