@@ -137,7 +137,7 @@ class SemanticCache:
             ).fetchone()
             if row:
                 return self._hit(row[0], row[1], 1.0, "the same question")
-            nearest = self.candidates(tenant, vector, 1)
+            nearest = self._candidates(tenant, vector, 1)
             if not nearest:
                 return CacheLookup(False, None, "the cache holds no question of this tenant")
             # Only the nearest question may answer: when it is refused, a farther one that passes the
@@ -150,6 +150,10 @@ class SemanticCache:
 
     def candidates(self, tenant: str, vector: np.ndarray, k: int) -> list[Candidate]:
         """The ``k`` nearest cached questions of the tenant, best first (live entries only)."""
+        with self._lock:
+            return self._candidates(tenant, vector, k)
+
+    def _candidates(self, tenant: str, vector: np.ndarray, k: int) -> list[Candidate]:
         hits = self._index.search(tenant, vector, k)
         if not hits:
             return []
