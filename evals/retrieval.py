@@ -29,7 +29,7 @@ from evals.corpus_index import document_ids_by_corpus_id, indexed_corpus
 from evals.datasets import Dataset, Query, load_dataset
 from rag.service import Service
 from rag.settings import Settings
-from rag.tokens import encoding
+from rag.tokens import count_tokens
 from rag.types import DEFAULT_TENANT, Chunk, ScoredId
 from retrieval.budget import TrimParams
 from retrieval.fusion import convex_combination, reciprocal_rank_fusion
@@ -92,13 +92,12 @@ def trim_stats(
     and in what the trim keeps of it."""
     top = [chunks[h.chunk_id] for h in ranking[:TRIM_TOP_K] if h.chunk_id in chunks]
     kept = retriever.trim(candidates, ranking, chunks, TRIM_TOP_K, budget, params)
-    enc = encoding()
     gold = set(query.gold_doc_ids)
     gold_top = {doc_of[c.id] for c in top} & gold
     gold_kept = {doc_of[p.chunk.id] for p in kept} & gold
     stats = {
-        "tokens_top10": float(sum(len(enc.encode_ordinary(c.text)) for c in top)),
-        "tokens_kept": float(sum(len(enc.encode_ordinary(p.text)) for p in kept)),
+        "tokens_top10": float(sum(count_tokens(c.text) for c in top)),
+        "tokens_kept": float(sum(count_tokens(p.text) for p in kept)),
         "gold_in_top10": float(len(gold_top)),
         "gold_kept": float(len(gold_kept & gold_top)),
     }

@@ -40,3 +40,11 @@ def encoding() -> tiktoken.Encoding:
 
 def count_tokens(text: str) -> int:
     return len(encoding().encode_ordinary(text))
+
+
+def token_prefix(text: str, max_tokens: int) -> str:
+    """The longest prefix of ``text`` within ``max_tokens`` tokens (a character split by the cut is
+    dropped, so the result is always a prefix of ``text``)."""
+    enc = encoding()
+    ids = enc.encode_ordinary(text)
+    return text if len(ids) <= max_tokens else enc.decode(ids[:max_tokens], errors="ignore")

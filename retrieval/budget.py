@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from rag.sentences import sentence_spans
-from rag.tokens import encoding
+from rag.tokens import count_tokens, token_prefix
 from rag.types import Passage
 
 Tokenizer = Callable[[str], list[str]]
@@ -82,14 +82,13 @@ def trim_to_budget(
 def _score_sentences(
     passages: Sequence[Passage], question_terms: Sequence[str], tokenize: Tokenizer | None, params: TrimParams
 ) -> list[_Sentence]:
-    enc = encoding()
     raw: list[tuple[int, tuple[int, int], int, set[str]]] = []
     for index, passage in enumerate(passages):
         text = passage.chunk.text
         for span in sentence_spans(text):
             piece = text[span[0] : span[1]]
             terms = set(tokenize(piece)) if tokenize and question_terms else set()
-            raw.append((index, span, len(enc.encode_ordinary(piece)), terms))
+            raw.append((index, span, count_tokens(piece), terms))
     wanted = set(question_terms)
     document_frequency = Counter(term for *_, terms in raw for term in terms & wanted)
     n = len(raw)
@@ -111,7 +110,4 @@ def _score_sentences(
 
 
 def _cut(passage: Passage, token_budget: int) -> Passage:
-    enc = encoding()
-    ids = enc.encode_ordinary(passage.chunk.text)[:token_budget]
-    text = enc.decode(ids, errors="ignore")  # a prefix of the chunk text: a split character is dropped
-    return replace(passage, kept=((0, len(text)),))
+    return replace(passage, kept=((0, len(token_prefix(passage.chunk.text, token_budget))),))

@@ -17,7 +17,7 @@ from indexing.embedding import Embedder
 from indexing.indexer import indexed_text
 from indexing.stores.base import DenseStore, LexicalStore
 from rag.sentences import sentence_spans
-from rag.tokens import encoding
+from rag.tokens import count_tokens, token_prefix
 from rag.types import Chunk, Passage, Retrieval, ScoredId
 from retrieval.budget import TrimParams, trim_to_budget
 from retrieval.fusion import standardized_combination
@@ -193,7 +193,7 @@ class HybridRetriever:
                 "rerank": {"pairs": reranked.pairs, "weight": round(reranked.weight, 4)},
                 "trim": {
                     "tokens_top_k": sum(untrimmed),
-                    "tokens_kept": sum(len(encoding().encode_ordinary(p.text)) for p in passages),
+                    "tokens_kept": sum(count_tokens(p.text) for p in passages),
                     "passages_kept": len(passages),
                 },
             },
@@ -205,10 +205,8 @@ def rerank_window(chunk: Chunk, terms: Sequence[str], window_tokens: int) -> str
     distinct query terms (the whole chunk when it fits): the cross-encoder's cost grows with length."""
     if chunk.token_count <= window_tokens:
         return indexed_text(chunk)
-    enc = encoding()
-    spans = sentence_spans(chunk.text)
-    pieces = [chunk.text[a:b] for a, b in spans]
-    lengths = [len(enc.encode_ordinary(piece)) for piece in pieces]
+    pieces = [chunk.text[a:b] for a, b in sentence_spans(chunk.text)]
+    lengths = [count_tokens(piece) for piece in pieces]
     wanted = set(terms)
     matched = [set(tokenize(piece)) & wanted for piece in pieces]
     best, best_key = (0, 1), (-1, 0)
@@ -222,8 +220,5 @@ def rerank_window(chunk: Chunk, terms: Sequence[str], window_tokens: int) -> str
         key = (len(covered), -start)
         if key > best_key:
             best, best_key = (start, end), key
-    text = " ".join(pieces[best[0] : best[1]])
-    ids = enc.encode_ordinary(text)
-    if len(ids) > window_tokens:  # one sentence longer than the window
-        text = enc.decode(ids[:window_tokens], errors="ignore")
-    return f"{chunk.title}\n{text}"
+    # token_prefix only cuts when one sentence alone is longer than the window
+    return f"{chunk.title}\n{token_prefix(' '.join(pieces[best[0] : best[1]]), window_tokens)}"
