@@ -10,11 +10,11 @@ RRF_K = 60
 
 
 def _check_weights(
-    rankings: Sequence[Sequence[ScoredId]], weights: Sequence[float] | None
+    rankings: Sequence[object], weights: Sequence[float] | None
 ) -> Sequence[float]:
     weights = weights if weights is not None else [1.0] * len(rankings)
     if len(weights) != len(rankings):
-        raise ValueError("one weight per ranking is required")
+        raise ValueError("one weight per ranking (or score map) is required")
     if any(w < 0 for w in weights):
         raise ValueError("weights must not be negative")
     return weights
@@ -41,12 +41,15 @@ def reciprocal_rank_fusion(
 
 def min_max(ranking: Sequence[ScoredId]) -> dict[str, float]:
     """Scores mapped to [0, 1] within the list (best → 1, worst → 0; a flat list → all 1)."""
-    if not ranking:
+    return _rescale({hit.chunk_id: hit.score for hit in ranking})
+
+
+def _rescale(scores: dict[str, float]) -> dict[str, float]:
+    if not scores:
         return {}
-    values = [hit.score for hit in ranking]
-    low, high = min(values), max(values)
+    low, high = min(scores.values()), max(scores.values())
     span = high - low
-    return {hit.chunk_id: (hit.score - low) / span if span > 0 else 1.0 for hit in ranking}
+    return {chunk_id: (score - low) / span if span > 0 else 1.0 for chunk_id, score in scores.items()}
 
 
 def convex_combination(
@@ -71,10 +74,7 @@ def standardized_combination(
     mix the fused score with a bounded one. Unlike min-max over truncated lists, a chunk that one
     retriever missed is scored by it rather than given its minimum, and one outlying score does not
     squash all the others."""
-    if len(weights) != len(score_maps):
-        raise ValueError("one weight per score map is required")
-    if any(w < 0 for w in weights):
-        raise ValueError("weights must not be negative")
+    weights = _check_weights(score_maps, weights)
     ids = list(dict.fromkeys(chunk_id for scores in score_maps for chunk_id in scores))
     combined = dict.fromkeys(ids, 0.0)
     for scores, weight in zip(score_maps, weights):
@@ -83,11 +83,8 @@ def standardized_combination(
         values = list(scores.values())
         mean = sum(values) / len(values)
         spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        low = min(values)
         for chunk_id in ids:
-            z = (scores.get(chunk_id, min(values)) - mean) / spread if spread > 0 else 0.0
+            z = (scores.get(chunk_id, low) - mean) / spread if spread > 0 else 0.0
             combined[chunk_id] += weight * z
-    return _ordered(min_max_scores(combined))
-
-
-def min_max_scores(scores: dict[str, float]) -> dict[str, float]:
-    return min_max([ScoredId(c, s) for c, s in scores.items()])
+    return _ordered(_rescale(combined))
