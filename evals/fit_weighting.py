@@ -224,8 +224,8 @@ def replay(row: dict, weigher: QueryWeigher, params: RerankParams) -> tuple[Cand
     weights = weigher.weigh(evidence_of(candidates))
     fused = HybridRetriever.fuse(candidates, weights)
     logits = row.get("rerank_logits") or {}
-    weight = params.weight * (1 - weights.evidence.cjk_share)
-    if weight < params.min_weight or not logits:
+    weight = params.weight_for(weights.evidence.cjk_share)
+    if weight == 0.0 or not logits:
         return candidates, fused, 0
     missing = [h.chunk_id for h in fused[: params.max_pairs] if h.chunk_id not in logits]
     if missing:

@@ -132,8 +132,8 @@ class HybridRetriever:
         """Buy cross-encoder scores for the best fused candidates, only as many as can change the top."""
         p = params or self.rerank_params
         fused = [hit for hit in fused if hit.chunk_id in chunks]
-        weight = p.weight * (1.0 - weights.evidence.cjk_share)
-        if self._reranker is None or weight < p.min_weight:
+        weight = p.weight_for(weights.evidence.cjk_share)
+        if self._reranker is None or weight == 0.0:
             return Reranked(list(fused), 0, 0.0)
         reranker = self._reranker
 

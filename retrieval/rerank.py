@@ -136,6 +136,12 @@ class RerankParams:
         if min(self.max_pairs, self.first_batch, self.batch, self.stop_rank, self.window_tokens) < 1:
             raise ValueError("pair counts, stop_rank and window_tokens must be positive")
 
+    def weight_for(self, cjk_share: float) -> float:
+        """The cross-encoder's share of the final score for one question: ``weight`` scaled by the share
+        of the question that is not CJK (the model is English-only); 0 when below ``min_weight``."""
+        weight = self.weight * (1.0 - cjk_share)
+        return weight if weight >= self.min_weight else 0.0
+
 
 @dataclass(frozen=True)
 class Reranked:

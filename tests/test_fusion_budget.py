@@ -220,3 +220,12 @@ def test_standardized_combination_scores_every_candidate_and_stays_in_unit_range
     assert [h.chunk_id for h in flat] == ["b", "a"]
     with pytest.raises(ValueError):
         standardized_combination([bm25], [0.5, 0.5])
+
+
+def test_rerank_weight_shrinks_with_cjk_share_and_is_dropped_below_its_minimum() -> None:
+    params = RerankParams(weight=0.8, min_weight=0.05)
+    assert params.weight_for(0.0) == pytest.approx(0.8)
+    assert params.weight_for(0.5) == pytest.approx(0.4)
+    assert params.weight_for(0.97) == 0.0  # 0.024 < 0.05: the question is skipped, not lightly reranked
+    with pytest.raises(ValueError):
+        RerankParams(max_pairs=0)
