@@ -15,18 +15,20 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
+from evals.corpus_index import corpus_uploads
 from evals.datasets import load_dataset
-from indexing.indexer import Upload, indexed_text
+from indexing.indexer import indexed_text
 from rag.service import Service
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -57,7 +59,7 @@ def run(
         service.warm_up(generation=generate > 0)
         warm_s = time.perf_counter() - started
 
-        uploads = (Upload(f"{doc.id}.md", doc.as_markdown().encode()) for doc in dataset.corpus)
+        uploads = corpus_uploads(dataset)
         with tqdm(total=len(dataset.corpus), unit="doc", desc="ingest", file=sys.stderr) as bar:
             started = time.perf_counter()
             outcomes = service.indexer.add_many(uploads, DEFAULT_TENANT, on_done=lambda _: bar.update(1))

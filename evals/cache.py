@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from evals.retrieval import percentile
+from evals.bench import percentile
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_factory import open_dense_store
 from rag.cache import CachedAnswer, SemanticCache, decide

@@ -36,6 +36,11 @@ def index_key(dataset: Dataset, settings: Settings) -> str:
     return f"{dataset.name}-{digest.hexdigest()[:12]}"
 
 
+def corpus_uploads(dataset: Dataset) -> Iterator[Upload]:
+    """Each corpus document as the service receives it: Markdown named ``<corpus id>.md``."""
+    return (Upload(f"{doc.id}.md", doc.as_markdown().encode()) for doc in dataset.corpus)
+
+
 def document_ids_by_corpus_id(service: Service) -> dict[str, str]:
     """Registry document id → the dataset's corpus id (uploads are named ``<corpus id>.md``)."""
     return {record.id: record.name.removesuffix(".md") for record in service.registry.list(DEFAULT_TENANT)}
@@ -55,7 +60,7 @@ def indexed_corpus(
     try:
         service.warm_up(generation=generation)
         if not (data_dir / READY).is_file():
-            uploads = (Upload(f"{doc.id}.md", doc.as_markdown().encode()) for doc in dataset.corpus)
+            uploads = corpus_uploads(dataset)
             with tqdm(
                 total=len(dataset.corpus), unit="doc", desc=f"index {dataset.name}", file=sys.stderr
             ) as bar:

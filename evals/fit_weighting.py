@@ -20,17 +20,17 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import ir_measures
 import numpy as np
 from scipy.optimize import minimize
 from tqdm import tqdm
 
 from evals.corpus_index import document_ids_by_corpus_id, indexed_corpus
 from evals.datasets import load_dataset
-from evals.retrieval import MEASURES, TRIM_TOP_K, doc_run, per_query_measures, trim_stats
+from evals.retrieval import TRIM_TOP_K, doc_run, per_query_measures, trim_stats
 from rag.settings import Settings
 from rag.types import ScoredId
 from retrieval.budget import TrimParams
@@ -83,38 +83,32 @@ def fixed_weight(w: float, candidates: Candidates) -> FusionWeights:
     return FusionWeights(dense=w, bm25=1 - w, reason="fixed", evidence=evidence_of(candidates))
 
 
-def baseline_ndcg(rows: list[dict]) -> np.ndarray:
-    """nDCG@10 of the fixed fusions the issue compares against (rrf, cc_0.3, cc_0.5, cc_0.7): one row
-    per query."""
-    qrels = _qrels(rows)
-    fusions = [lambda lex, den: reciprocal_rank_fusion([lex, den])] + [
-        (lambda lex, den, w=float(w): convex_combination([lex, den], [1 - w, w])) for w in FIXED
-    ]
-    columns = []
-    for fuse in fusions:
-        runs = {}
-        for r in rows:
-            c = candidates_of(r)
-            runs[r["id"]] = doc_run(fuse(c.lexical, c.dense), r["doc_of"])
-        measures = per_query_measures(qrels, runs)
-        columns.append([measures[r["id"]]["ndcg@10"] for r in rows])
+def ndcg_per_query(rows: list[dict], rankings: dict[str, list[ScoredId]]) -> list[float]:
+    """nDCG@10 of each row's chunk ranking, on documents, in row order (0 for an empty ranking)."""
+    runs = {r["id"]: doc_run(rankings[r["id"]], r["doc_of"]) for r in rows}
+    measures = per_query_measures(_qrels(rows), runs)
+    return [measures[r["id"]]["ndcg@10"] for r in rows]
+
+
+def ndcg_columns(rows: list[dict], fusions: Sequence[Callable[[Candidates], list[ScoredId]]]) -> np.ndarray:
+    """nDCG@10 of each fusion (a column) for each row's query (a row); candidates built once per row."""
+    candidates = {r["id"]: candidates_of(r) for r in rows}
+    columns = [ndcg_per_query(rows, {qid: fuse(c) for qid, c in candidates.items()}) for fuse in fusions]
     return np.array(columns).T
+
+
+def baseline_ndcg(rows: list[dict]) -> np.ndarray:
+    """The fixed fusions the issue compares against: rrf, cc_0.3, cc_0.5, cc_0.7."""
+    fusions = [lambda c: reciprocal_rank_fusion([c.lexical, c.dense])] + [
+        (lambda c, w=float(w): convex_combination([c.lexical, c.dense], [1 - w, w])) for w in FIXED
+    ]
+    return ndcg_columns(rows, fusions)
 
 
 def grid_ndcg(rows: list[dict]) -> np.ndarray:
-    """nDCG@10 of the service's fusion at every weight of ``WEIGHT_GRID``: one row per query."""
-    qrels = _qrels(rows)
-    columns = []
-    for w in WEIGHT_GRID:
-        runs = {}
-        for r in rows:
-            candidates = candidates_of(r)
-            runs[r["id"]] = doc_run(
-                HybridRetriever.fuse(candidates, fixed_weight(w, candidates)), r["doc_of"]
-            )
-        measures = per_query_measures(qrels, runs)
-        columns.append([measures[r["id"]]["ndcg@10"] for r in rows])
-    return np.array(columns).T
+    """The service's fusion at every weight of ``WEIGHT_GRID``."""
+    fusions = [(lambda c, w=w: HybridRetriever.fuse(c, fixed_weight(w, c))) for w in WEIGHT_GRID]
+    return ndcg_columns(rows, fusions)
 
 
 def _fold(query_id: str) -> int:
@@ -244,18 +238,11 @@ def rerank_ndcg(
     weigher = QueryWeigher(weighting)
     out = {}
     for name, rows in dumps.items():
-        runs, pairs = {}, []
+        rankings, pairs = {}, []
         for r in rows:
-            _, ranking, n = replay(r, weigher, params)
-            runs[r["id"]] = doc_run(ranking, r["doc_of"])
+            _, rankings[r["id"]], n = replay(r, weigher, params)
             pairs.append(n)
-        values = [
-            m.value
-            for m in ir_measures.iter_calc(
-                [MEASURES["ndcg@10"]], _qrels(rows), {k: v for k, v in runs.items() if v}
-            )
-        ]
-        values += [0.0] * (len(rows) - len(values))
+        values = ndcg_per_query(rows, rankings)
         out[name] = (float(np.mean(values)), float(np.mean(pairs)))
     return out
 

@@ -25,6 +25,7 @@ import ir_measures
 from ir_measures import R, RR, nDCG
 from tqdm import tqdm
 
+from evals.bench import percentile
 from evals.corpus_index import document_ids_by_corpus_id, indexed_corpus
 from evals.datasets import Dataset, Query, load_dataset
 from rag.service import Service
@@ -39,14 +40,6 @@ MEASURES = {"ndcg@10": nDCG @ 10, "recall@5": R @ 5, "recall@20": R @ 20, "mrr@1
 FIXED_DENSE_WEIGHTS = (0.3, 0.5, 0.7)
 TRIM_TOP_K = 10
 DEFAULT_BUDGET = 1000
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def doc_run(ranking: Iterable[ScoredId], doc_of: dict[str, str]) -> dict[str, float]:
