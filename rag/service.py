@@ -82,22 +82,15 @@ class Service:
             settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
         )
         registry = SqliteRegistry(settings.data_dir / "registry.sqlite")
+        qdrant_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         dense = open_dense_store(
-            settings.data_dir,
-            CHUNK_COLLECTION,
-            embedder.dim,
-            settings.qdrant_url,
-            settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+            settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, qdrant_key
         )
         lexical = BM25Store(settings.data_dir / "bm25")
         cache_index = cache = None
         if settings.cache_enabled:
             cache_index = open_dense_store(
-                settings.data_dir,
-                CACHE_COLLECTION,
-                embedder.dim,
-                settings.qdrant_url,
-                settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+                settings.data_dir, CACHE_COLLECTION, embedder.dim, settings.qdrant_url, qdrant_key
             )
             cache = SemanticCache(
                 settings.data_dir / "cache.sqlite",
