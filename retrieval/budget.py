@@ -71,10 +71,11 @@ def trim_to_budget(
     if not kept:
         # Not even one sentence fits: cut the best passage to the budget so the prompt is never empty.
         return [_cut(passages[0], token_budget)]
+    sentences_in = Counter(sentence.passage for sentence in sentences)
     out = []
     for index in sorted(kept):
         spans = tuple(sorted(kept[index]))
-        whole = spans == tuple(sentence_spans(passages[index].chunk.text))
+        whole = len(spans) == sentences_in[index]  # every sentence of the passage was kept
         out.append(replace(passages[index], kept=() if whole else spans))
     return out
 
