@@ -228,6 +228,51 @@ def eval_cache(
     typer.echo(f"wrote {out}", err=True)
 
 
+@eval_app.command("qa")
+def eval_qa(
+    dataset: Annotated[Path, typer.Option(help="a folder with corpus.jsonl and queries.jsonl")],
+    out: Annotated[Path, typer.Option(help="write the report as JSON here")],
+    limit: Annotated[Optional[int], typer.Option(help="the first N questions only")] = None,
+    pipelines: Annotated[
+        str, typer.Option(help="comma-separated: naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,optimized")
+    ] = "naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,optimized",
+    report: Annotated[Optional[Path], typer.Option(help="also write a Markdown report here")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="also plot F1 against cost per 1k questions (PNG)")] = None,
+    url: Annotated[
+        Optional[str], typer.Option(help="ask a running service over HTTP instead (one pipeline: 'service')")
+    ] = None,
+    index_root: Annotated[
+        Path, typer.Option(help="indexes are built here once per corpus and reused")
+    ] = Path("data/eval"),
+) -> None:
+    """Answer quality against tokens and dollars: each pipeline configuration on the same questions."""
+    from evals import qa, qa_report
+
+    if not dataset.is_dir():
+        _fail(f"{dataset}: not a dataset folder")
+    if limit is not None and limit < 1:
+        _fail("--limit must be at least 1")
+    names = [name.strip() for name in pipelines.split(",") if name.strip()]
+    unknown = [name for name in names if name not in qa.PIPELINES]
+    if unknown or not names:
+        _fail(f"unknown pipelines {unknown}; known: {', '.join(qa.PIPELINES)}")
+    if url:
+        result = qa.run_remote(dataset, url, limit)
+    else:
+        result = qa.run(dataset, get_settings(), index_root.resolve(), names, limit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    typer.echo(qa_report.table(result))
+    for name, share in qa.savings(result).items():
+        typer.echo(f"optimized costs {share:.1%} less than {name} per 1,000 questions")
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(qa_report.markdown(result, limit))
+    if plot:
+        qa_report.plot(result, plot)
+    typer.echo(f"wrote {', '.join(str(p) for p in (out, report, plot) if p)}", err=True)
+
+
 def main() -> None:
     try:
         app()

@@ -65,12 +65,29 @@ class CitationOut(BaseModel):
     text: str
 
 
+class GenerationOut(BaseModel):
+    tier: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class UsageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
-    model: str
+    model: str = Field(description="the model whose answer was returned ('cache' for a cache hit)")
     tier: str
     cost_usd: float
+    generations: list[GenerationOut] = Field(
+        description="every generation call paid for, in order (a cascade that escalated lists two)"
+    )
+
+
+class RouteOut(BaseModel):
+    tier: str
+    reason: str
+    escalated: bool
 
 
 class QueryResponse(BaseModel):
@@ -81,6 +98,7 @@ class QueryResponse(BaseModel):
     stage_ms: dict[str, float]
     cache: Literal["hit", "miss"] = Field(description="hit: answered from the answer cache, at no token cost")
     cache_similarity: float | None = Field(description="similarity of the nearest cached question (1.0 = the same)")
+    routing: RouteOut | None = Field(description="which tier answered and why; null when no model was asked")
     debug: dict[str, Any] = Field(
         default_factory=dict,
         description="how the context was chosen: fusion weights and their reason, rerank pairs, trimmed tokens",
@@ -91,12 +109,16 @@ class QueryResponse(BaseModel):
         return cls(
             answer=answer.answer,
             citations=[CitationOut(**vars(c)) for c in answer.citations],
-            usage=UsageOut(**vars(answer.usage)),
+            usage=UsageOut(
+                **{k: v for k, v in vars(answer.usage).items() if k != "generations"},
+                generations=[GenerationOut(**vars(g)) for g in answer.usage.generations],
+            ),
             latency_ms=round(answer.latency_ms, 1),
             stage_ms={k: round(v, 1) for k, v in answer.stage_ms.items()},
             debug=answer.debug,
             cache=answer.cache,
             cache_similarity=None if answer.cache_similarity is None else round(answer.cache_similarity, 4),
+            routing=RouteOut(**vars(answer.route)) if answer.route else None,
         )
 
 

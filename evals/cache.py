@@ -124,7 +124,6 @@ def populated(
             size = cache.count()
         finally:
             cache.close()
-            index.close()
     at = next(row for row in curve if row["threshold"] == threshold)
     return {
         "precision": at["precision"],

@@ -7,7 +7,7 @@ from typing import Sequence
 from rag.llm.base import ChatMessage
 from rag.settings import TierSettings
 from rag.tokens import count_tokens
-from rag.types import Usage
+from rag.types import TierUsage, Usage
 
 # OpenAI's chat format adds a few tokens per message and for the reply's priming.
 TOKENS_PER_MESSAGE = 3
@@ -24,15 +24,31 @@ def cost_usd(tier: TierSettings, prompt_tokens: int, completion_tokens: int) -> 
 
 def generation_usage(
     tier_name: str, tier: TierSettings, messages: Sequence[ChatMessage], completion: str
-) -> Usage:
+) -> TierUsage:
     prompt_tokens = count_prompt_tokens(messages)
     completion_tokens = count_tokens(completion)
-    return Usage(
+    return TierUsage(
+        tier=tier_name,
+        model=tier.model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        model=tier.model,
-        tier=tier_name,
         cost_usd=cost_usd(tier, prompt_tokens, completion_tokens),
+    )
+
+
+def total_usage(generations: Sequence[TierUsage]) -> Usage:
+    """The usage block of an answer: the sum of its generation calls, named after the last (the one
+    whose answer was returned)."""
+    if not generations:
+        return NO_GENERATION
+    last = generations[-1]
+    return Usage(
+        prompt_tokens=sum(g.prompt_tokens for g in generations),
+        completion_tokens=sum(g.completion_tokens for g in generations),
+        model=last.model,
+        tier=last.tier,
+        cost_usd=sum(g.cost_usd for g in generations),
+        generations=tuple(generations),
     )
 
 

@@ -56,6 +56,8 @@ class VectorIndex(Protocol):
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
 
+    def close(self) -> None: ...
+
 
 def normalize(question: str) -> str:
     """The exact-match key: Unicode-normalized, case-folded, single-spaced, without end punctuation."""
@@ -261,8 +263,10 @@ class SemanticCache:
             ]
 
     def close(self) -> None:
+        """Closes the entries and the question index: the cache owns the index it was given."""
         with self._lock:
             self._conn.close()
+            self._index.close()
 
     def _expire(self) -> None:
         if self._ttl is None:

@@ -9,13 +9,14 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.accounting import CACHE_HIT, NO_GENERATION, generation_usage
+from rag.accounting import CACHE_HIT, NO_GENERATION, generation_usage, total_usage
 from rag.cache import CachedAnswer, SemanticCache
 from rag.errors import InvalidRequest
-from rag.llm.base import LLM
+from rag.llm.base import LLM, ChatMessage
 from rag.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
+from rag.router import CascadeRouter
 from rag.settings import Settings
-from rag.types import Answer, Retrieval
+from rag.types import Answer, Passage, Retrieval, Route, TierUsage
 
 
 class Retriever(Protocol):
@@ -32,11 +33,15 @@ class QueryPipeline:
         llms: Mapping[str, LLM],
         embed_query: Callable[[str], np.ndarray],
         cache: SemanticCache | None = None,
+        router: CascadeRouter | None = None,
     ) -> None:
         missing = set(settings.tiers) - set(llms)
         if missing:
             raise ValueError(f"no LLM for tiers {sorted(missing)}")
+        if settings.routing == "cascade" and router is None:
+            raise ValueError("routing 'cascade' needs a router")
         self._settings = settings
+        self._router = router
         self._retriever = retriever
         self._llms = llms
         self._embed_query = embed_query
@@ -80,15 +85,14 @@ class QueryPipeline:
         retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
         after_retrieval = time.perf_counter()
         passages = list(retrieval.passages)
+        route: Route | None = None
         if not passages:
             # Nothing to ground an answer on: asking the model would only pay for a guess.
             text, citations, usage = NO_ANSWER, [], NO_GENERATION
         else:
-            tier_name = self._settings.default_tier
-            messages = build_messages(question, passages)
-            generation = self._llms[tier_name].generate(messages, self._settings.max_answer_tokens)
-            usage = generation_usage(tier_name, self._settings.tiers[tier_name], messages, generation.text)
-            text, cited = split_answer(generation.text, passages)
+            raw, generations, route = self._generate(build_messages(question, passages), passages)
+            usage = total_usage(generations)
+            text, cited = split_answer(raw, passages)
             citations = citations_for(text, cited, passages, question)
         text = text or NO_ANSWER
         done = time.perf_counter()
@@ -114,4 +118,25 @@ class QueryPipeline:
             debug=debug,
             cache="miss",
             cache_similarity=lookup.similarity if lookup is not None else None,
+            route=route,
         )
+
+    def _call(self, tier: str, messages: list[ChatMessage]) -> tuple[str, TierUsage]:
+        generation = self._llms[tier].generate(messages, self._settings.max_answer_tokens)
+        return generation.text, generation_usage(tier, self._settings.tiers[tier], messages, generation.text)
+
+    def _generate(
+        self, messages: list[ChatMessage], passages: list[Passage]
+    ) -> tuple[str, list[TierUsage], Route]:
+        """One call when routing is fixed; in a cascade the cheap tier first, the strong one only if the
+        cheap answer fails the router's check. Both calls are paid for, so both are counted."""
+        s = self._settings
+        if s.routing == "fixed" or self._router is None:
+            text, usage = self._call(s.default_tier, messages)
+            return text, [usage], Route(s.default_tier, "routing is fixed")
+        cheap_text, cheap_usage = self._call(s.cheap_tier, messages)
+        verdict = self._router.check(split_answer(cheap_text, passages)[0], passages)
+        if verdict.accept:
+            return cheap_text, [cheap_usage], Route(s.cheap_tier, verdict.reason)
+        strong_text, strong_usage = self._call(s.default_tier, messages)
+        return strong_text, [cheap_usage, strong_usage], Route(s.default_tier, verdict.reason, escalated=True)

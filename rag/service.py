@@ -25,10 +25,12 @@ from rag.errors import StoreError
 from rag.llm.base import LLM
 from rag.llm.factory import build_llm
 from rag.pipeline import QueryPipeline
+from rag.router import CascadeRouter, load_routing
 from rag.settings import Settings
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
 from retrieval.rerank import OnnxCrossEncoder
+from retrieval.tokenize import tokenize
 from retrieval.weighting import QueryWeigher
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,8 @@ class Service:
     dense: DenseStore
     lexical: LexicalStore
     embedder: SentenceTransformerEmbedder
-    reranker: OnnxCrossEncoder | None
+    reranker: OnnxCrossEncoder
     cache: SemanticCache | None
-    cache_index: DenseStore | None
     llms: dict[str, LLM]
     indexer: Indexer
     retriever: HybridRetriever
@@ -87,18 +88,7 @@ class Service:
             settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, qdrant_key
         )
         lexical = BM25Store(settings.data_dir / "bm25")
-        cache_index = cache = None
-        if settings.cache_enabled:
-            cache_index = open_dense_store(
-                settings.data_dir, CACHE_COLLECTION, embedder.dim, settings.qdrant_url, qdrant_key
-            )
-            cache = SemanticCache(
-                settings.data_dir / "cache.sqlite",
-                cache_index,
-                settings.cache_threshold,
-                settings.cache_ttl_seconds,
-                settings.cache_max_entries,
-            )
+        cache = open_answer_cache(settings, settings.data_dir, embedder.dim) if settings.cache_enabled else None
         llms = {name: build_llm(tier, settings) for name, tier in settings.tiers.items()}
         indexer = Indexer(
             registry=registry,
@@ -109,18 +99,10 @@ class Service:
             max_upload_bytes=settings.max_upload_bytes,
             listeners=[cache] if cache else [],
         )
-        fitted = load_fitted()
-        reranker = OnnxCrossEncoder(threads=settings.llm_threads) if settings.rerank else None
-        retriever = HybridRetriever(
-            embedder,
-            dense,
-            lexical,
-            registry,
-            QueryWeigher(fitted.weighting),
-            reranker,
-            fitted.rerank,
-            fitted.trim,
-        )
+        # Loaded even when this configuration does not rerank, so that a variant (the eval harness's
+        # rerank_trim) shares it; it costs nothing until warm_up.
+        reranker = OnnxCrossEncoder(threads=settings.llm_threads)
+        retriever = _retriever(settings, embedder, dense, lexical, registry, reranker)
         service = cls(
             settings=settings,
             registry=registry,
@@ -129,29 +111,79 @@ class Service:
             embedder=embedder,
             reranker=reranker,
             cache=cache,
-            cache_index=cache_index,
             llms=llms,
             indexer=indexer,
             retriever=retriever,
-            pipeline=QueryPipeline(settings, retriever, llms, embedder.embed_query, cache),
+            pipeline=QueryPipeline(settings, retriever, llms, embedder.embed_query, cache, _router()),
             _lock_handle=lock,
         )
         indexer.recover()
         return service
 
+    def variant(self, settings: Settings, cache: SemanticCache | None = None) -> QueryPipeline:
+        """A query pipeline for other settings over the same stores and warm models: how the eval harness
+        runs each named configuration (naive top-k, hybrid, routed, …) through the service's own code.
+        Only query-time settings take effect; the stores and the data dir stay this service's."""
+        retriever = _retriever(settings, self.embedder, self.dense, self.lexical, self.registry, self.reranker)
+        return QueryPipeline(settings, retriever, self.llms, self.embedder.embed_query, cache, _router())
+
     def warm_up(self, generation: bool = True) -> None:
-        """Load the embedder, the reranker and the default tier's model once, before the first request."""
+        """Load the embedder, the reranker and the generation models once, before the first request."""
         self.embedder.warm_up()
-        if self.reranker is not None:
+        if self.settings.rerank:
             self.reranker.warm_up()
         if generation:
-            self.llms[self.settings.default_tier].warm_up()
+            tiers = {self.settings.default_tier}
+            if self.settings.routing == "cascade":
+                tiers.add(self.settings.cheap_tier)
+            for tier in sorted(tiers):
+                self.llms[tier].warm_up()
 
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-            self.cache_index.close()
         self.dense.close()
         self.lexical.close()
         self.registry.close()
         self._lock_handle.close()
+
+
+def open_answer_cache(settings: Settings, directory: Path, dim: int) -> SemanticCache:
+    """The answer cache's entries and its question index under ``directory`` (or on the configured
+    Qdrant server). The eval harness opens a fresh one per run, so runs never share answers."""
+    qdrant_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    index = open_dense_store(directory, CACHE_COLLECTION, dim, settings.qdrant_url, qdrant_key)
+    return SemanticCache(
+        directory / "cache.sqlite",
+        index,
+        settings.cache_threshold,
+        settings.cache_ttl_seconds,
+        settings.cache_max_entries,
+    )
+
+
+def _router() -> CascadeRouter:
+    return CascadeRouter(load_routing(), tokenize)
+
+
+def _retriever(
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    dense: DenseStore,
+    lexical: LexicalStore,
+    registry: SqliteRegistry,
+    reranker: OnnxCrossEncoder,
+) -> HybridRetriever:
+    fitted = load_fitted()
+    return HybridRetriever(
+        embedder,
+        dense,
+        lexical,
+        registry,
+        QueryWeigher(fitted.weighting),
+        reranker if settings.rerank else None,
+        fitted.rerank,
+        fitted.trim,
+        mode=settings.retrieval_mode,
+        trim=settings.trim,
+    )

@@ -55,8 +55,11 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
 
     tiers: dict[str, TierSettings] = Field(default_factory=_default_tiers)
-    # The strong tier until routing decides per question: on xquad_en the 0.5B model answered 4/10
-    # two-passage questions that the 1.5B model answered 8/10.
+    # "cascade": the cheap tier answers first and a check of its answer against the context escalates
+    # to the strong tier (rag/routing.py); "fixed": every question goes to default_tier.
+    routing: Literal["cascade", "fixed"] = "cascade"
+    cheap_tier: str = "cheap"
+    # The strong tier: the one a cascade escalates to, and the only one when routing is fixed.
     default_tier: str = "strong"
     llm_threads: int = Field(default=2, ge=1)
     llm_context_tokens: int = Field(default=4096, ge=512)
@@ -71,8 +74,13 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float | None = Field(default=7 * 24 * 3600, gt=0)
     cache_max_entries: int = Field(default=100_000, ge=1)
 
+    # "hybrid": BM25 and dense lists fused with per-query weights; "dense": the dense list alone (the
+    # naive baseline the eval harness compares against).
+    retrieval_mode: Literal["hybrid", "dense"] = "hybrid"
     # The cross-encoder reranks fused candidates (adaptive depth; see retrieval/params/fitted.json).
     rerank: bool = True
+    # Trim the top_k passages to token_budget at sentence level; off sends whole chunks.
+    trim: bool = True
 
     top_k: int = Field(default=5, ge=1, le=100)
     max_top_k: int = Field(default=50, ge=1)
@@ -102,8 +110,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
-        if self.default_tier not in self.tiers:
-            raise ValueError(f"default_tier {self.default_tier!r} is not one of the tiers {sorted(self.tiers)}")
+        for field_name in ("default_tier", "cheap_tier"):
+            tier = getattr(self, field_name)
+            if tier not in self.tiers:
+                raise ValueError(f"{field_name} {tier!r} is not one of the tiers {sorted(self.tiers)}")
+        if self.retrieval_mode == "dense" and self.rerank:
+            raise ValueError("retrieval_mode 'dense' is the unreranked baseline; set rerank to false")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("chunk_overlap_tokens must be smaller than chunk_tokens")
         if self.top_k > self.max_top_k:

@@ -96,14 +96,39 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class TierUsage:
+    """One generation call: its tier, model, tokens and price (see ``rag.accounting``)."""
+
+    tier: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
 class Usage:
-    """Counted once, where the tokens are produced (see ``rag.accounting``)."""
+    """Counted once, where the tokens are produced (see ``rag.accounting``).
+
+    The totals add up ``generations`` (a cascade that escalates pays for both calls); ``tier`` and
+    ``model`` name the call whose answer was returned.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     model: str
     tier: str
     cost_usd: float
+    generations: tuple[TierUsage, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which tier answered and why (``rag.routing``)."""
+
+    tier: str
+    reason: str
+    escalated: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,6 +141,7 @@ class Answer:
     debug: dict[str, object] = field(default_factory=dict)
     cache: str = "miss"  # "hit" when the answer came from the answer cache
     cache_similarity: float | None = None  # similarity of the nearest cached question, if any
+    route: Route | None = None  # None when no model was asked (cache hit, nothing retrieved)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -58,7 +58,15 @@ class HybridRetriever:
         reranker: Reranker | None,
         rerank_params: RerankParams,
         trim_params: TrimParams,
+        mode: Literal["hybrid", "dense"] = "hybrid",
+        trim: bool = True,
     ) -> None:
+        """``mode="dense"`` with no reranker and ``trim=False`` is the naive baseline (dense top-k, whole
+        chunks) that the eval harness compares against, run by this same class."""
+        if mode == "dense" and reranker is not None:
+            raise ValueError("the dense-only mode is the unreranked baseline: pass reranker=None")
+        self.mode = mode
+        self.trim_enabled = trim
         self._embedder = embedder
         self._dense = dense
         self._lexical = lexical
@@ -166,6 +174,8 @@ class HybridRetriever:
     def retrieve(
         self, tenant: str, question: str, top_k: int, token_budget: int, query_vector: np.ndarray | None = None
     ) -> Retrieval:
+        if self.mode == "dense":
+            return self._retrieve_dense(tenant, question, top_k, query_vector)
         started = time.perf_counter()
         candidates = self.candidates(tenant, question, query_vector=query_vector)
         weights = self.weigh(candidates)
@@ -174,7 +184,10 @@ class HybridRetriever:
         after_fuse = time.perf_counter()
         reranked = self.rerank(candidates, fused, chunks, weights)
         after_rerank = time.perf_counter()
-        passages = self.trim(candidates, reranked.ranking, chunks, top_k, token_budget)
+        if self.trim_enabled:
+            passages = self.trim(candidates, reranked.ranking, chunks, top_k, token_budget)
+        else:
+            passages = _whole(reranked.ranking, chunks, top_k)
         done = time.perf_counter()
         untrimmed = [chunks[h.chunk_id].token_count for h in reranked.ranking[:top_k] if h.chunk_id in chunks]
         fuse_ms = (after_fuse - started) * 1000 - sum(candidates.stage_ms.values())
@@ -187,17 +200,44 @@ class HybridRetriever:
                 "trim": (done - after_rerank) * 1000,
             },
             debug={
+                "mode": "hybrid",
                 "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},
                 "reason": weights.reason,
                 "evidence": weights.evidence.as_dict(),
                 "rerank": {"pairs": reranked.pairs, "weight": round(reranked.weight, 4)},
                 "trim": {
+                    "enabled": self.trim_enabled,
                     "tokens_top_k": sum(untrimmed),
                     "tokens_kept": sum(count_tokens(p.text) for p in passages),
                     "passages_kept": len(passages),
                 },
+                "passages": _passage_refs(passages),
             },
         )
+
+    def _retrieve_dense(
+        self, tenant: str, question: str, top_k: int, query_vector: np.ndarray | None
+    ) -> Retrieval:
+        started = time.perf_counter()
+        vector = self._embedder.embed_query(question) if query_vector is None else query_vector
+        hits = self._dense.search(tenant, vector, top_k)
+        passages = _whole(hits, self.hydrate(hits, top_k), top_k)
+        done = time.perf_counter()
+        return Retrieval(
+            passages=tuple(passages),
+            stage_ms={"dense": (done - started) * 1000},
+            debug={"mode": "dense", "passages": _passage_refs(passages)},
+        )
+
+
+def _whole(ranking: Sequence[ScoredId], chunks: dict[str, Chunk], top_k: int) -> list[Passage]:
+    """The first ``top_k`` ranked chunks, untrimmed."""
+    return [Passage(chunks[h.chunk_id], max(0.0, h.score)) for h in ranking if h.chunk_id in chunks][:top_k]
+
+
+def _passage_refs(passages: Sequence[Passage]) -> list[dict[str, str]]:
+    """Which chunks the prompt holds, so a caller (the eval harness over HTTP) can see the context."""
+    return [{"document_id": p.chunk.document_id, "chunk_id": p.chunk.id} for p in passages]
 
 
 def rerank_window(chunk: Chunk, terms: Sequence[str], window_tokens: int) -> str:

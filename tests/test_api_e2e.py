@@ -72,11 +72,19 @@ def test_upload_ask_cite_delete(client: httpx.Client, live_server: LiveServer, x
     assert body["citations"] and body["citations"][0]["document_id"] == gold_id
     assert body["citations"][0]["title"] == gold["title"]
     assert body["citations"][0]["text"] in gold["text"]
-    usage = body["usage"]
+    usage, route = body["usage"], body["routing"]
     assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 0
-    assert usage["tier"] == "strong" and usage["model"] == "qwen2.5-coder-1.5b-instruct-q4_k_m"
-    expected_cost = (usage["prompt_tokens"] * 2.50 + usage["completion_tokens"] * 10.00) / 1e6
-    assert usage["cost_usd"] == pytest.approx(expected_cost)
+    # The cascade: the cheap tier answers first; the strong one only when the router escalates.
+    generations = usage["generations"]
+    assert generations[0]["tier"] == "cheap" and generations[0]["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert len(generations) == (2 if route["escalated"] else 1) and route["reason"]
+    assert usage["tier"] == route["tier"] == generations[-1]["tier"]
+    prices = {"cheap": (0.15, 0.60), "strong": (2.50, 10.00)}
+    for g in generations:
+        price_in, price_out = prices[g["tier"]]
+        assert g["cost_usd"] == pytest.approx((g["prompt_tokens"] * price_in + g["completion_tokens"] * price_out) / 1e6)
+    for key in ("prompt_tokens", "completion_tokens", "cost_usd"):
+        assert usage[key] == pytest.approx(sum(g[key] for g in generations))
     assert body["latency_ms"] > 0 and {"retrieve", "generate"} <= set(body["stage_ms"])
     assert body["cache"] == "miss"
 

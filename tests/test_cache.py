@@ -83,7 +83,6 @@ def cache_parts(tmp_path: Path, embedder: SentenceTransformerEmbedder):
     )
     yield cache, index, clock, embedder
     cache.close()
-    index.close()
 
 
 def answer(text: str, *documents: str) -> CachedAnswer:

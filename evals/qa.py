@@ -1,0 +1,323 @@
+"""QA eval: tokens and dollars against answer quality, every pipeline on one dataset, in one process.
+
+    rag eval qa --dataset ../shared/datasets/xquad_en --limit 40 --out xquad.json --report xquad.md --plot xquad.png
+
+Each pipeline is a named configuration of the service (``PIPELINES``), run by ``Service.variant`` over
+the same stores, chunks and warm models, so the comparison is of configurations, not code paths:
+
+* ``naive_k2`` / ``naive_k5`` / ``naive_k10``: dense top-2/5/10 whole chunks, no cache, the strong tier for
+  every question (the out-of-the-box configuration of typical RAG stacks; top-2 is LlamaIndex's default);
+* ``hybrid``: per-query weighted BM25 + dense fusion, top-5 whole chunks, strong tier;
+* ``rerank_trim``: + cross-encoder rerank and the sentence-level token-budget trim;
+* ``routed``: + the cheap→strong cascade;
+* ``optimized``: the service's default configuration, answer cache included (warmed only by the questions
+  answered earlier in the same run, in the dataset's order).
+
+Pipelines run one after another over all questions (not interleaved), so no pipeline's latency benefits
+from another's prompt left in the model's KV cache. Costs and tokens are the service's own usage blocks,
+summed, never recounted here. With ``--url`` the questions go over HTTP to a running service instead, and
+its usage blocks are read from the responses (one pipeline, ``service``: whatever that service runs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evals.bench import percentile
+from evals.corpus_index import corpus_uploads, document_ids_by_corpus_id, indexed_corpus
+from evals.datasets import Dataset, Query, load_dataset
+from evals.qa_metrics import exact_match, f1, paired_bootstrap_ci
+from rag.service import Service, open_answer_cache
+from rag.settings import Settings
+from rag.types import DEFAULT_TENANT, Answer
+
+BASELINE = "naive_k5"
+_NAIVE = {"retrieval_mode": "dense", "rerank": False, "trim": False, "cache_enabled": False, "routing": "fixed"}
+_RERANK_TRIM = {"retrieval_mode": "hybrid", "rerank": True, "trim": True, "top_k": 5, "cache_enabled": False}
+# Settings overrides per pipeline; ``optimized`` is the configuration the service runs by default.
+PIPELINES: dict[str, dict[str, object]] = {
+    "naive_k2": {**_NAIVE, "top_k": 2},
+    "naive_k5": {**_NAIVE, "top_k": 5},
+    "naive_k10": {**_NAIVE, "top_k": 10},
+    "hybrid": {**_NAIVE, "retrieval_mode": "hybrid", "top_k": 5},
+    "rerank_trim": {**_RERANK_TRIM, "routing": "fixed"},
+    "routed": {**_RERANK_TRIM, "routing": "cascade"},
+    "optimized": {},
+}
+
+
+@dataclass
+class QuestionResult:
+    """One question answered by one pipeline: what it said, how good, what it cost (from its usage block)."""
+
+    id: str
+    question: str
+    gold: list[str]
+    answer: str
+    em: float
+    f1: float
+    gold_in_context: bool | None  # None when no retrieval ran (a cache hit)
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    tier: str
+    tiers: dict[str, dict[str, int]]  # tier → {"prompt_tokens", "completion_tokens", "calls"}
+    escalated: bool
+    route_reason: str | None
+    cache: str
+    latency_ms: float
+
+
+@dataclass
+class PipelineResult:
+    name: str
+    questions: list[QuestionResult] = field(default_factory=list)
+
+    def summary(self, baseline: "PipelineResult | None") -> dict[str, object]:
+        rows = self.questions
+        n = len(rows)
+        tiers: dict[str, dict[str, int]] = {}
+        for row in rows:
+            for tier, counts in row.tiers.items():
+                total = tiers.setdefault(tier, {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0})
+                for key, value in counts.items():
+                    total[key] += value
+        cost = sum(r.cost_usd for r in rows)
+        judged = [r.gold_in_context for r in rows if r.gold_in_context is not None]
+        ci = None
+        if baseline is not None and baseline is not self:
+            by_id = {r.id: r.f1 for r in baseline.questions}
+            paired = [(r.f1, by_id[r.id]) for r in rows if r.id in by_id]
+            if paired:
+                ci = list(paired_bootstrap_ci([a for a, _ in paired], [b for _, b in paired]))
+        latencies = [r.latency_ms for r in rows]
+        return {
+            "n": n,
+            "em": statistics.fmean(r.em for r in rows),
+            "f1": statistics.fmean(r.f1 for r in rows),
+            "f1_diff_ci95": ci if baseline is not self else [0.0, 0.0],
+            "gold_in_context": statistics.fmean(judged) if judged else None,
+            "prompt_tokens": sum(r.prompt_tokens for r in rows),
+            "completion_tokens": sum(r.completion_tokens for r in rows),
+            "tiers": tiers,
+            "cost_usd": cost,
+            "cost_per_1k_questions_usd": cost / n * 1000,
+            "strong_share": sum("strong" in r.tiers for r in rows) / n,
+            "cheap_only_share": sum(set(r.tiers) == {"cheap"} for r in rows) / n,
+            "escalated_share": sum(r.escalated for r in rows) / n,
+            "cache_hit_rate": sum(r.cache == "hit" for r in rows) / n,
+            "latency_ms_p50": percentile(latencies, 50),
+            "latency_ms_p95": percentile(latencies, 95),
+        }
+
+
+def score_answer(
+    query: Query,
+    answer: str,
+    usage: dict,
+    route: dict | None,
+    cache: str,
+    context_docs: Sequence[str] | None,
+    latency_ms: float,
+) -> QuestionResult:
+    """Scores one answer from its usage block (``rag.types.Usage`` as a dict, the HTTP shape)."""
+    tiers: dict[str, dict[str, int]] = {}
+    for g in usage["generations"]:
+        counts = tiers.setdefault(g["tier"], {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0})
+        counts["prompt_tokens"] += g["prompt_tokens"]
+        counts["completion_tokens"] += g["completion_tokens"]
+        counts["calls"] += 1
+    gold_in_context = None
+    if context_docs is not None:
+        gold_in_context = bool(query.gold_doc_ids) and set(query.gold_doc_ids) <= set(context_docs)
+    return QuestionResult(
+        id=query.id,
+        question=query.question,
+        gold=list(query.answers),
+        answer=answer,
+        em=exact_match(answer, query.answers, query.lang),
+        f1=f1(answer, query.answers, query.lang),
+        gold_in_context=gold_in_context,
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        cost_usd=usage["cost_usd"],
+        tier=usage["tier"],
+        tiers=tiers,
+        escalated=bool(route and route["escalated"]),
+        route_reason=route["reason"] if route else None,
+        cache=cache,
+        latency_ms=latency_ms,
+    )
+
+
+def _context_docs(debug: dict, corpus_id_of: dict[str, str]) -> list[str] | None:
+    refs = (debug.get("retrieval") or {}).get("passages")
+    if refs is None:
+        return None
+    return [corpus_id_of.get(ref["document_id"], ref["document_id"]) for ref in refs]
+
+
+def _usage_dict(answer: Answer) -> dict:
+    return {**asdict(answer.usage), "generations": [asdict(g) for g in answer.usage.generations]}
+
+
+def pipeline_settings(base: Settings, name: str) -> Settings:
+    """The named configuration, validated like any settings (a contradictory one fails here)."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
+    return Settings.model_validate({**base.model_dump(), **PIPELINES[name]})
+
+
+@contextmanager
+def _pipeline(service: Service, settings: Settings) -> Iterator[Callable[[str], Answer]]:
+    """The pipeline's answer function, with a fresh answer cache of its own if it caches."""
+    if not settings.cache_enabled:
+        pipeline = service.variant(settings)
+        yield lambda q: pipeline.answer(q, DEFAULT_TENANT)
+        return
+    with tempfile.TemporaryDirectory(prefix="qa-cache-") as tmp:
+        cache = open_answer_cache(settings, Path(tmp), service.embedder.dim)
+        try:
+            pipeline = service.variant(settings, cache)
+            yield lambda q: pipeline.answer(q, DEFAULT_TENANT)
+        finally:
+            cache.close()
+
+
+def run_pipeline(
+    service: Service, name: str, queries: Sequence[Query], corpus_id_of: dict[str, str]
+) -> PipelineResult:
+    settings = pipeline_settings(service.settings, name)
+    result = PipelineResult(name)
+    with _pipeline(service, settings) as answer_fn:
+        for query in tqdm(queries, unit="q", desc=f"{name:>11}", file=sys.stderr):
+            started = time.perf_counter()
+            answer = answer_fn(query.question)
+            elapsed = (time.perf_counter() - started) * 1000
+            route = asdict(answer.route) if answer.route else None
+            result.questions.append(
+                score_answer(
+                    query,
+                    answer.answer,
+                    _usage_dict(answer),
+                    route,
+                    answer.cache,
+                    _context_docs(answer.debug, corpus_id_of),
+                    elapsed,
+                )
+            )
+    return result
+
+
+def run(
+    dataset_dir: Path,
+    settings: Settings,
+    index_root: Path,
+    pipelines: Sequence[str],
+    limit: int | None = None,
+) -> dict:
+    dataset = load_dataset(dataset_dir)
+    queries = list(dataset.queries[:limit] if limit else dataset.queries)
+    for name in pipelines:
+        pipeline_settings(settings, name)  # fail before indexing, not after
+    # The shared service never caches: each caching pipeline gets a fresh cache of its own.
+    base = settings.model_copy(update={"cache_enabled": False})
+    results: dict[str, PipelineResult] = {}
+    with indexed_corpus(dataset, index_root, base, generation=True) as service:
+        corpus_id_of = document_ids_by_corpus_id(service)
+        for name in pipelines:
+            results[name] = run_pipeline(service, name, queries, corpus_id_of)
+    return report_json(dataset, queries, results, settings)
+
+
+def run_remote(dataset_dir: Path, url: str, limit: int | None = None, timeout_s: float = 600) -> dict:
+    """The same questions sent to a running service over HTTP; its corpus is uploaded first if missing."""
+    import httpx
+
+    dataset = load_dataset(dataset_dir)
+    queries = list(dataset.queries[:limit] if limit else dataset.queries)
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s) as client:
+        corpus_id_of = _ensure_remote_corpus(client, dataset)
+        result = PipelineResult("service")
+        for query in tqdm(queries, unit="q", desc="    service", file=sys.stderr):
+            started = time.perf_counter()
+            response = client.post("/v1/query", json={"question": query.question})
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status_code != 200:
+                raise RuntimeError(f"{url} answered {response.status_code} to {query.id}: {response.text[:300]}")
+            body = response.json()
+            result.questions.append(
+                score_answer(
+                    query,
+                    body["answer"],
+                    body["usage"],
+                    body.get("routing"),
+                    body["cache"],
+                    _context_docs(body.get("debug") or {}, corpus_id_of),
+                    elapsed,
+                )
+            )
+    return report_json(dataset, queries, {"service": result}, None)
+
+
+def _ensure_remote_corpus(client, dataset: Dataset, batch: int = 16) -> dict[str, str]:
+    """Uploads the corpus documents the service does not list yet; returns document id → corpus id."""
+
+    def listed() -> dict[str, str]:
+        response = client.get("/v1/documents")
+        response.raise_for_status()
+        return {d["id"]: d["name"].removesuffix(".md") for d in response.json()["documents"]}
+
+    present = set(listed().values())
+    missing = [u for u in corpus_uploads(dataset) if u.name.removesuffix(".md") not in present]
+    with tqdm(total=len(missing), unit="doc", desc="upload corpus", file=sys.stderr) as bar:
+        for start in range(0, len(missing), batch):
+            part = missing[start : start + batch]
+            files = [("files", (u.name, u.data, "text/markdown")) for u in part]
+            response = client.post("/v1/documents", files=files)
+            if response.status_code >= 400:
+                raise RuntimeError(f"upload failed: {response.status_code} {response.text[:300]}")
+            bar.update(len(part))
+    return listed()
+
+
+def report_json(
+    dataset: Dataset, queries: Sequence[Query], results: dict[str, PipelineResult], settings: Settings | None
+) -> dict:
+    baseline = results.get(BASELINE)
+    out: dict[str, object] = {
+        "dataset": dataset.name,
+        "n_questions": len(queries),
+        "baseline": BASELINE if baseline else None,
+        "pipelines": {name: r.summary(baseline) for name, r in results.items()},
+        "questions": {name: [asdict(q) for q in r.questions] for name, r in results.items()},
+    }
+    if settings is not None:
+        out["prices_usd_per_mtok"] = {
+            name: {"input": t.input_usd_per_mtok, "output": t.output_usd_per_mtok, "model": t.model}
+            for name, t in settings.tiers.items()
+        }
+        out["configurations"] = {name: PIPELINES[name] for name in results}
+    return out
+
+
+def savings(report: dict, pipeline: str = "optimized") -> dict[str, float]:
+    """How much less ``pipeline`` costs per 1,000 questions than each naive baseline (0.8 = 80% less)."""
+    rows = report["pipelines"]
+    if pipeline not in rows:
+        return {}
+    ours = rows[pipeline]["cost_per_1k_questions_usd"]
+    return {
+        name: 1 - ours / rows[name]["cost_per_1k_questions_usd"]
+        for name in ("naive_k2", "naive_k5", "naive_k10")
+        if name in rows and rows[name]["cost_per_1k_questions_usd"] > 0
+    }

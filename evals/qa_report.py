@@ -1,0 +1,135 @@
+"""The QA eval's human-readable outputs: a Markdown report and a cost–quality plot with its Pareto frontier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evals.qa import BASELINE, savings
+
+_FAILURES_SHOWN = 15
+
+
+def _money(value: float) -> str:
+    return f"${value:.3f}" if value < 10 else f"${value:.2f}"
+
+
+def _ci(row: dict) -> str:
+    ci = row.get("f1_diff_ci95")
+    return "—" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def table(report: dict) -> str:
+    lines = [
+        (
+            f"| pipeline | EM | F1 | ΔF1 vs {BASELINE} (95% CI) | gold in context | prompt tok/q "
+            "| completion tok/q | $ per 1k q | strong share | cache hits | p50 ms | p95 ms |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report["pipelines"].items():
+        n = row["n"]
+        gold = "—" if row["gold_in_context"] is None else f"{row['gold_in_context']:.2f}"
+        lines.append(
+            f"| {name} | {row['em']:.3f} | {row['f1']:.3f} | {_ci(row)} | {gold} "
+            f"| {row['prompt_tokens'] / n:.0f} | {row['completion_tokens'] / n:.1f} "
+            f"| {_money(row['cost_per_1k_questions_usd'])} | {row['strong_share']:.2f} "
+            f"| {row['cache_hit_rate']:.2f} | {row['latency_ms_p50']:.0f} | {row['latency_ms_p95']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _failures(report: dict, pipeline: str) -> list[str]:
+    """Questions where ``pipeline`` scored below the baseline, worst first: what a person should read."""
+    questions = report.get("questions", {})
+    if pipeline not in questions or BASELINE not in questions or pipeline == BASELINE:
+        return []
+    base = {q["id"]: q for q in questions[BASELINE]}
+    worse = [(base[q["id"]]["f1"] - q["f1"], q, base[q["id"]]) for q in questions[pipeline] if q["id"] in base]
+    worse = sorted((w for w in worse if w[0] > 0), key=lambda w: -w[0])
+    if not worse:
+        return [f"No question scored lower with `{pipeline}` than with `{BASELINE}`."]
+    lines = [
+        f"{len(worse)} questions scored lower with `{pipeline}` than with `{BASELINE}`"
+        + (f"; the {_FAILURES_SHOWN} largest drops:" if len(worse) > _FAILURES_SHOWN else ":"),
+        "",
+    ]
+    for drop, ours, theirs in worse[:_FAILURES_SHOWN]:
+        gold_ctx = {True: "yes", False: "no", None: "n/a (cache hit)"}[ours["gold_in_context"]]
+        lines += [
+            f"- **{ours['id']}** {ours['question']}",
+            f"  - gold: {' | '.join(ours['gold'])}",
+            f"  - {BASELINE} (F1 {theirs['f1']:.2f}): {theirs['answer']!r}",
+            (
+                f"  - {pipeline} (F1 {ours['f1']:.2f}, tier {ours['tier']}, cache {ours['cache']}, "
+                f"gold documents in context: {gold_ctx}): {ours['answer']!r}"
+            ),
+        ]
+        if ours.get("route_reason"):
+            lines.append(f"  - routing: {ours['route_reason']}")
+    return lines
+
+
+def markdown(report: dict, limit: int | None = None) -> str:
+    n = report["n_questions"]
+    scope = f"the first {n} questions" + (f" (--limit {limit})" if limit else "")
+    lines = [f"# QA eval: {report['dataset']}", "", f"{scope}; costs are the service's own usage blocks, summed.", ""]
+    prices = report.get("prices_usd_per_mtok")
+    if prices:
+        lines.append(
+            "Prices (USD per million input / output tokens): "
+            + "; ".join(f"{name} `{p['model']}` {p['input']} / {p['output']}" for name, p in prices.items())
+        )
+        lines.append("")
+    lines += [table(report), ""]
+    saved = savings(report)
+    if saved:
+        lines += [
+            "`optimized` costs "
+            + ", ".join(f"{share:.0%} less than `{name}`" for name, share in saved.items())
+            + " per 1,000 questions.",
+            "",
+        ]
+    target = "optimized" if "optimized" in report["pipelines"] else None
+    if target:
+        lines += ["## Where `optimized` lost to the baseline", "", *_failures(report, target), ""]
+    return "\n".join(lines)
+
+
+def pareto_frontier(points: dict[str, tuple[float, float]]) -> list[str]:
+    """Names of the points (cost, quality) that no other point beats on both: cheaper-or-equal and better."""
+    frontier: list[str] = []
+    best = float("-inf")
+    for name, (cost, quality) in sorted(points.items(), key=lambda kv: (kv[1][0], -kv[1][1])):
+        if quality > best:
+            frontier.append(name)
+            best = quality
+    return frontier
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen here, and none needed for a file
+    import matplotlib.pyplot as plt
+
+    points = {
+        name: (row["cost_per_1k_questions_usd"], row["f1"]) for name, row in report["pipelines"].items()
+    }
+    frontier = pareto_frontier(points)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, (cost, quality) in points.items():
+        on_frontier = name in frontier
+        ax.scatter(cost, quality, s=50, color="tab:blue" if on_frontier else "tab:gray", zorder=3)
+        ax.annotate(name, (cost, quality), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    xs = [points[n][0] for n in frontier]
+    ys = [points[n][1] for n in frontier]
+    ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.2, label="Pareto frontier")
+    ax.set_xlabel("cost per 1,000 questions (USD)")
+    ax.set_ylabel("answer F1")
+    ax.set_title(f"{report['dataset']}: quality against cost ({report['n_questions']} questions)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,103 @@
+"""Tiered routing: the cheap tier answers first, and a check of its answer against the kept context
+decides whether the strong tier is worth paying for (a cascade, as in FrugalGPT).
+
+The check needs no model call: a grounded answer to an extractive question is made of the context's own
+words, so an answer whose words the context does not hold, an abstention, or a rambling reply is the
+cheap model failing, and only then does the strong tier run. The thresholds are fitted on DEV data by
+``evals/fit_routing.py`` and shipped as ``rag/params/routing.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from rag.prompt import is_abstention
+from rag.types import Passage
+
+ROUTING_FILE = Path(__file__).parent / "params" / "routing.json"
+
+# Questions answered by yes or no: the answer's words are never in the context, so support says nothing.
+_YES_NO = re.compile(r"^(yes|no)\b[.!]?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RoutingParams:
+    # Share of the answer's index terms that the kept context must hold for the cheap answer to stand.
+    min_support: float = 1.0
+    # A cheap answer longer than this many words escalates: the prompt asks for a few words, and a small
+    # model that writes sentences is usually unsure.
+    max_answer_words: int = 12
+    # Send a cheap "I don't know" to the strong tier (it may find what the small model missed).
+    escalate_abstention: bool = True
+    # Trust a cheap yes/no answer (support cannot judge one).
+    accept_yes_no: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_support <= 1.0:
+            raise ValueError("min_support must be within [0, 1]")
+        if self.max_answer_words < 1:
+            raise ValueError("max_answer_words must be at least 1")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accept: bool
+    reason: str
+    support: float | None = None
+
+
+class CascadeRouter:
+    """Judges a cheap tier's answer; ``analyze`` turns text into the same terms the BM25 index uses."""
+
+    def __init__(self, params: RoutingParams, analyze: Callable[[str], list[str]]) -> None:
+        self.params = params
+        self._analyze = analyze
+
+    def support(self, answer: str, passages: Sequence[Passage]) -> float | None:
+        """Share of the answer's terms found in the context; None when the answer has no terms."""
+        wanted = set(self._analyze(answer))
+        if not wanted:
+            return None
+        context: set[str] = set()
+        for passage in passages:
+            context.update(self._analyze(passage.text))
+            context.update(self._analyze(passage.chunk.title))
+        return len(wanted & context) / len(wanted)
+
+    def check(self, answer: str, passages: Sequence[Passage]) -> Verdict:
+        p = self.params
+        if is_abstention(answer):
+            if p.escalate_abstention:
+                return Verdict(False, "the cheap tier abstained")
+            return Verdict(True, "the cheap tier abstained; abstentions are not escalated")
+        if _YES_NO.match(answer.strip()):
+            if p.accept_yes_no:
+                return Verdict(True, "a yes/no answer from the cheap tier")
+            return Verdict(False, "yes/no answers are escalated")
+        words = len(answer.split())
+        if words > p.max_answer_words:
+            return Verdict(False, f"the cheap answer runs to {words} words (limit {p.max_answer_words})")
+        support = self.support(answer, passages)
+        if support is None:
+            return Verdict(True, "the cheap answer has no terms to check", None)
+        if support < p.min_support:
+            return Verdict(False, f"only {support:.0%} of the cheap answer's terms are in the context", support)
+        return Verdict(True, f"{support:.0%} of the cheap answer's terms are in the context", support)
+
+
+def parse_routing(data: dict) -> RoutingParams:
+    return RoutingParams(**data)
+
+
+@lru_cache(maxsize=1)
+def load_routing(path: Path = ROUTING_FILE) -> RoutingParams:
+    return parse_routing(json.loads(path.read_text()))
+
+
+def routing_json(params: RoutingParams) -> str:
+    return json.dumps(asdict(params), indent=2) + "\n"
