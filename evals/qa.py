@@ -282,7 +282,7 @@ def _ensure_remote_corpus(client, dataset: Dataset, batch: int = 16) -> dict[str
     with tqdm(total=len(missing), unit="doc", desc="upload corpus", file=sys.stderr) as bar:
         for start in range(0, len(missing), batch):
             part = missing[start : start + batch]
-            files = [("files", (u.name, u.data, "text/markdown")) for u in part]
+            files = [("files", (u.name, u.content, "text/markdown")) for u in part]
             response = client.post("/v1/documents", files=files)
             if response.status_code >= 400:
                 raise RuntimeError(f"upload failed: {response.status_code} {response.text[:300]}")

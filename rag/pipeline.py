@@ -12,7 +12,7 @@ import numpy as np
 from rag.accounting import CACHE_HIT, NO_GENERATION, generation_usage, total_usage
 from rag.cache import CachedAnswer, SemanticCache
 from rag.errors import InvalidRequest
-from rag.llm.base import LLM, ChatMessage
+from rag.llm.base import LLM, ChatMessage, Generation
 from rag.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.router import CascadeRouter
 from rag.settings import Settings
@@ -121,9 +121,9 @@ class QueryPipeline:
             route=route,
         )
 
-    def _call(self, tier: str, messages: list[ChatMessage]) -> tuple[str, TierUsage]:
+    def _call(self, tier: str, messages: list[ChatMessage]) -> tuple[Generation, TierUsage]:
         generation = self._llms[tier].generate(messages, self._settings.max_answer_tokens)
-        return generation.text, generation_usage(tier, self._settings.tiers[tier], messages, generation.text)
+        return generation, generation_usage(tier, self._settings.tiers[tier], messages, generation.text)
 
     def _generate(
         self, messages: list[ChatMessage], passages: list[Passage]
@@ -132,11 +132,11 @@ class QueryPipeline:
         cheap answer fails the router's check. Both calls are paid for, so both are counted."""
         s = self._settings
         if s.routing == "fixed" or self._router is None:
-            text, usage = self._call(s.default_tier, messages)
-            return text, [usage], Route(s.default_tier, "routing is fixed")
-        cheap_text, cheap_usage = self._call(s.cheap_tier, messages)
-        verdict = self._router.check(split_answer(cheap_text, passages)[0], passages)
+            generation, usage = self._call(s.default_tier, messages)
+            return generation.text, [usage], Route(s.default_tier, "routing is fixed")
+        cheap, cheap_usage = self._call(s.cheap_tier, messages)
+        verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence)
         if verdict.accept:
-            return cheap_text, [cheap_usage], Route(s.cheap_tier, verdict.reason)
-        strong_text, strong_usage = self._call(s.default_tier, messages)
-        return strong_text, [cheap_usage, strong_usage], Route(s.default_tier, verdict.reason, escalated=True)
+            return cheap.text, [cheap_usage], Route(s.cheap_tier, verdict.reason)
+        strong, strong_usage = self._call(s.default_tier, messages)
+        return strong.text, [cheap_usage, strong_usage], Route(s.default_tier, verdict.reason, escalated=True)

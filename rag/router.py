@@ -36,12 +36,17 @@ class RoutingParams:
     escalate_abstention: bool = True
     # Trust a cheap yes/no answer (support cannot judge one).
     accept_yes_no: bool = True
+    # The cheap model's own doubt: below this lowest chosen-token probability its answer escalates
+    # (0 turns the check off; a backend that reports no probabilities skips it).
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_support <= 1.0:
             raise ValueError("min_support must be within [0, 1]")
         if self.max_answer_words < 1:
             raise ValueError("max_answer_words must be at least 1")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError("min_confidence must be within [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,15 @@ class CascadeRouter:
             context.update(self._analyze(passage.chunk.title))
         return len(wanted & context) / len(wanted)
 
-    def check(self, answer: str, passages: Sequence[Passage]) -> Verdict:
+    def check(self, answer: str, passages: Sequence[Passage], confidence: float | None = None) -> Verdict:
+        """``confidence``: the cheap model's lowest chosen-token probability, if its backend reports one."""
         p = self.params
         if is_abstention(answer):
             if p.escalate_abstention:
                 return Verdict(False, "the cheap tier abstained")
             return Verdict(True, "the cheap tier abstained; abstentions are not escalated")
+        if confidence is not None and confidence < p.min_confidence:
+            return Verdict(False, f"the cheap model was unsure (token probability {confidence:.2f} < {p.min_confidence})")
         if _YES_NO.match(answer.strip()):
             if p.accept_yes_no:
                 return Verdict(True, "a yes/no answer from the cheap tier")

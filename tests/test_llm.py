@@ -184,6 +184,24 @@ def test_llama_cpp_is_deterministic_across_calls_and_threads(cheap_llm: LlamaCpp
     assert results == [first.text, first.text]
 
 
+def test_llama_cpp_reports_how_sure_it_was_of_each_chosen_token(cheap_llm: LlamaCppLLM) -> None:
+    sure = cheap_llm.generate(EIFFEL, max_tokens=32)
+    assert sure.token_probs and all(0.0 < p <= 1.0 for p in sure.token_probs)
+    # one probability per decoding step: the answer's tokens and the end-of-turn token
+    answer_tokens = len(cheap_llm._llama.tokenize(sure.text.encode(), add_bos=False))
+    assert answer_tokens <= len(sure.token_probs) <= answer_tokens + 2
+    assert sure.confidence == min(sure.token_probs)
+    # An answer the context cannot give is guessed, and the guess shows in its least likely token.
+    guess = cheap_llm.generate(
+        [
+            ChatMessage("system", "Answer with one word."),
+            ChatMessage("user", "Context: Rollo led the Normans.\nQuestion: What colour was Rollo's horse?"),
+        ],
+        max_tokens=16,
+    )
+    assert guess.confidence is not None and guess.confidence < sure.confidence
+
+
 def test_llama_cpp_reports_a_cut_answer(cheap_llm: LlamaCppLLM) -> None:
     generation = cheap_llm.generate([ChatMessage("user", "List ten French cities.")], max_tokens=2)
     assert generation.finish_reason == "length"

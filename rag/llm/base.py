@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 
@@ -17,6 +17,15 @@ class ChatMessage:
 class Generation:
     text: str
     finish_reason: str  # "stop" | "length" (a remote endpoint may report others)
+    # The probability the model gave each token it chose (greedy decoding), when the backend exposes
+    # it: the cascade router reads the model's own doubt from the least likely one. Not part of
+    # equality: the last digits move with llama.cpp's batching (a reused prompt prefix), the text does not.
+    token_probs: tuple[float, ...] | None = field(default=None, compare=False)
+
+    @property
+    def confidence(self) -> float | None:
+        """The lowest chosen-token probability: one unsure token is enough to doubt a short answer."""
+        return min(self.token_probs) if self.token_probs else None
 
 
 class ContextOverflow(ValueError):

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from llama_cpp import Llama
+import numpy as np
+from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from rag.errors import ModelUnavailable
@@ -48,10 +49,18 @@ class LlamaCppLLM:
                     f"{self.model}: prompt of {n_prompt} tokens plus max_tokens={max_tokens} "
                     f"exceeds the context window of {self._n_ctx}"
                 )
-            response = llama.create_chat_completion(messages=payload, temperature=0.0, max_tokens=max_tokens)
+            chosen: list[float] = []
+            response = llama.create_chat_completion(
+                messages=payload,
+                temperature=0.0,
+                max_tokens=max_tokens,
+                logits_processor=LogitsProcessorList([_ChosenTokenProbability(chosen)]),
+            )
         choice = response["choices"][0]
         return Generation(
-            text=(choice["message"]["content"] or "").strip(), finish_reason=choice["finish_reason"]
+            text=(choice["message"]["content"] or "").strip(),
+            finish_reason=choice["finish_reason"],
+            token_probs=tuple(chosen),
         )
 
     def _load(self) -> tuple[Llama, Jinja2ChatFormatter]:
@@ -71,6 +80,19 @@ class LlamaCppLLM:
             llama.chat_handler = self._formatter.to_chat_handler()
             self._llama = llama
         return self._llama, self._formatter
+
+
+class _ChosenTokenProbability:
+    """Records, at each decoding step, the probability of the token greedy decoding will pick (the
+    most likely one), leaving the logits unchanged. About a millisecond per token over the vocabulary."""
+
+    def __init__(self, out: list[float]) -> None:
+        self._out = out
+
+    def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        values = np.asarray(logits, dtype=np.float64)
+        self._out.append(float(1.0 / np.exp(values - values.max()).sum()))
+        return logits
 
 
 def _chat_formatter(llama: Llama, model: str) -> Jinja2ChatFormatter:

@@ -1,0 +1,152 @@
+"""Fits the cascade router's thresholds (``rag/params/routing.json``) on DEV questions.
+
+    python -m evals.fit_routing collect --dataset ../shared/datasets/xquad_en --skip 40 --limit 60 --out xq.jsonl
+    python -m evals.fit_routing fit xq.jsonl hp.jsonl [--write]
+
+``collect`` retrieves each question's context the way the service does by default (hybrid, rerank,
+trim) and asks both tiers on that same prompt, recording both answers and their F1. The first ``--skip``
+questions are left out, so that the QA report (``rag eval qa --limit 40``) runs on questions the fit
+never saw. ``fit`` replays every candidate setting of the router's check on those rows, through
+``CascadeRouter.check`` itself, and keeps the one that answers most questions on the cheap tier while the
+cascade's F1 stays at least ``--min-ratio`` (0.98) of the strong tier's F1 on every dataset; ties go to
+the higher F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evals.corpus_index import indexed_corpus
+from evals.datasets import load_dataset
+from evals.qa_metrics import f1
+from rag.prompt import build_messages, split_answer
+from rag.router import ROUTING_FILE, CascadeRouter, RoutingParams, routing_json
+from rag.settings import get_settings
+from rag.types import DEFAULT_TENANT, Chunk, Passage
+from retrieval.tokenize import tokenize
+
+GRID = {
+    "min_support": (0.5, 0.67, 0.8, 1.0),
+    "max_answer_words": (3, 5, 8, 12, 30),
+    "escalate_abstention": (True, False),
+    "accept_yes_no": (True, False),
+    "min_confidence": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+}
+
+
+def passage_row(passage: Passage) -> dict[str, str]:
+    """What the router reads of a passage: the text the prompt showed and the title."""
+    return {"title": passage.chunk.title, "text": passage.text}
+
+
+def passage_from_row(row: dict[str, str]) -> Passage:
+    text = row["text"]
+    chunk = Chunk("c", "d", DEFAULT_TENANT, 0, text, 0, len(text), row["title"], 0)
+    return Passage(chunk, 0.0)
+
+
+def collect(dataset_dir: Path, skip: int, limit: int, out: Path, index_root: Path) -> None:
+    settings = get_settings().model_copy(update={"cache_enabled": False})
+    dataset = load_dataset(dataset_dir)
+    queries = dataset.queries[skip : skip + limit]
+    with indexed_corpus(dataset, index_root, settings, generation=True) as service, out.open("w") as handle:
+        service.llms[settings.cheap_tier].warm_up()
+        for query in tqdm(queries, unit="q", desc=f"collect {dataset.name}", file=sys.stderr):
+            retrieval = service.retriever.retrieve(
+                DEFAULT_TENANT, query.question, settings.top_k, settings.token_budget
+            )
+            passages = list(retrieval.passages)
+            row: dict[str, object] = {
+                "dataset": dataset.name,
+                "id": query.id,
+                "question": query.question,
+                "gold": list(query.answers),
+                "lang": query.lang,
+                "passages": [passage_row(p) for p in passages],
+            }
+            if passages:
+                messages = build_messages(query.question, passages)
+                for tier in (settings.cheap_tier, settings.default_tier):
+                    generation = service.llms[tier].generate(messages, settings.max_answer_tokens)
+                    text = split_answer(generation.text, passages)[0]
+                    row[f"{tier}_answer"] = text
+                    row[f"{tier}_f1"] = f1(text, query.answers, query.lang)
+                    row[f"{tier}_confidence"] = generation.confidence
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.flush()
+
+
+def replay(rows: list[dict], params: RoutingParams) -> dict[str, dict[str, float]]:
+    """Per dataset: the cascade's F1, the strong tier's F1, and the share answered by the cheap tier."""
+    router = CascadeRouter(params, tokenize)
+    by_dataset: dict[str, list[tuple[float, float, bool]]] = {}
+    for row in rows:
+        if "cheap_answer" not in row:
+            continue
+        passages = [passage_from_row(p) for p in row["passages"]]
+        accept = router.check(row["cheap_answer"], passages, row.get("cheap_confidence")).accept
+        cascade = row["cheap_f1"] if accept else row["strong_f1"]
+        by_dataset.setdefault(row["dataset"], []).append((cascade, row["strong_f1"], accept))
+    return {
+        name: {
+            "n": len(items),
+            "cascade_f1": statistics.fmean(c for c, _, _ in items),
+            "strong_f1": statistics.fmean(s for _, s, _ in items),
+            "cheap_share": statistics.fmean(a for _, _, a in items),
+        }
+        for name, items in by_dataset.items()
+    }
+
+
+def fit(rows: list[dict], min_ratio: float) -> tuple[RoutingParams, dict]:
+    best: tuple[tuple, RoutingParams, dict] | None = None
+    for values in itertools.product(*GRID.values()):
+        params = RoutingParams(**dict(zip(GRID, values)))
+        result = replay(rows, params)
+        feasible = all(r["cascade_f1"] >= min_ratio * r["strong_f1"] for r in result.values())
+        cheap = min(r["cheap_share"] for r in result.values())
+        quality = statistics.fmean(r["cascade_f1"] / max(r["strong_f1"], 1e-9) for r in result.values())
+        key = (feasible, cheap if feasible else quality, quality)
+        if best is None or key > best[0]:
+            best = (key, params, result)
+    assert best is not None
+    return best[1], best[2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--dataset", type=Path, required=True)
+    c.add_argument("--skip", type=int, default=40)
+    c.add_argument("--limit", type=int, default=60)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--index-root", type=Path, default=Path("data/eval"))
+    f = sub.add_parser("fit")
+    f.add_argument("rows", type=Path, nargs="+")
+    f.add_argument("--min-ratio", type=float, default=0.98)
+    f.add_argument("--write", action="store_true", help=f"write the fitted parameters to {ROUTING_FILE}")
+    args = parser.parse_args()
+    if args.command == "collect":
+        collect(args.dataset, args.skip, args.limit, args.out, args.index_root.resolve())
+        return
+    rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
+    params, result = fit(rows, args.min_ratio)
+    print(json.dumps({"params": asdict(params), "per_dataset": result}, indent=2))
+    default = replay(rows, RoutingParams())
+    print("defaults:", json.dumps(default, indent=2))
+    if args.write:
+        ROUTING_FILE.write_text(routing_json(params))
+        print(f"wrote {ROUTING_FILE}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

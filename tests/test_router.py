@@ -1,0 +1,137 @@
+"""The cascade router's check on fixed inputs, and the pipeline's cascade with scripted LLMs (a fake LLM
+is fine here: what is under test is the routing and its accounting, not generation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.llm.base import ChatMessage, Generation
+from rag.pipeline import QueryPipeline
+from rag.router import CascadeRouter, RoutingParams, load_routing
+from rag.settings import Settings
+from rag.types import Chunk, Passage, Retrieval
+from retrieval.tokenize import tokenize
+
+CONTEXT = (
+    "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
+    "a region in France. They were descended from Norse raiders led by Rollo."
+)
+
+
+def passages(text: str = CONTEXT) -> list[Passage]:
+    chunk = Chunk("c1", "d1", "default", 0, text, 0, len(text), "Normans", 30)
+    return [Passage(chunk, 1.0)]
+
+
+@pytest.fixture()
+def router() -> CascadeRouter:
+    return CascadeRouter(RoutingParams(min_support=1.0, max_answer_words=8), tokenize)
+
+
+def test_an_answer_made_of_context_words_stands(router: CascadeRouter) -> None:
+    verdict = router.check("Rollo", passages())
+    assert verdict.accept and verdict.support == 1.0
+    assert router.check("in France", passages()).accept  # stopwords and stemming do not matter
+
+
+def test_an_answer_the_context_does_not_hold_escalates(router: CascadeRouter) -> None:
+    verdict = router.check("William the Conqueror", passages())
+    assert not verdict.accept and verdict.support is not None and verdict.support < 1.0
+    assert "context" in verdict.reason
+
+
+def test_abstentions_and_rambling_escalate_yes_no_stands(router: CascadeRouter) -> None:
+    assert not router.check("I don't know.", passages()).accept
+    assert not router.check("", passages()).accept
+    long_answer = "The Normans were people descended from Norse raiders in France"
+    assert not router.check(long_answer, passages()).accept
+    assert router.check("Yes", passages()).accept
+    strict = CascadeRouter(RoutingParams(accept_yes_no=False, escalate_abstention=False), tokenize)
+    assert not strict.check("no.", passages()).accept
+    assert strict.check("I don't know", passages()).accept
+
+
+def test_partial_support_is_judged_against_the_threshold() -> None:
+    lenient = CascadeRouter(RoutingParams(min_support=0.5), tokenize)
+    assert lenient.check("Rollo the Great", passages()).accept  # rollo yes, great no: 1/2
+    assert not CascadeRouter(RoutingParams(min_support=0.8), tokenize).check("Rollo the Great", passages()).accept
+
+
+def test_parameters_are_validated_and_the_shipped_file_loads() -> None:
+    with pytest.raises(ValueError):
+        RoutingParams(min_support=1.5)
+    with pytest.raises(ValueError):
+        RoutingParams(max_answer_words=0)
+    assert isinstance(load_routing(), RoutingParams)
+
+
+class ScriptedLLM:
+    def __init__(self, model: str, reply: str) -> None:
+        self.model = model
+        self.reply = reply
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        pass
+
+    def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        self.calls += 1
+        return Generation(self.reply, "stop")
+
+
+class FixedRetriever:
+    def retrieve(self, tenant, question, top_k, token_budget, query_vector=None) -> Retrieval:
+        return Retrieval(tuple(passages()))
+
+
+def run(tmp_path: Path, cheap_reply: str, routing: str = "cascade") -> tuple[object, ScriptedLLM, ScriptedLLM]:
+    settings = Settings(data_dir=tmp_path, routing=routing, cache_enabled=False)
+    cheap = ScriptedLLM(settings.tiers["cheap"].model, cheap_reply)
+    strong = ScriptedLLM(settings.tiers["strong"].model, "Rollo")
+    pipeline = QueryPipeline(
+        settings,
+        FixedRetriever(),
+        {"cheap": cheap, "strong": strong},
+        lambda q: np.zeros(4, dtype=np.float32),
+        router=CascadeRouter(load_routing(), tokenize),
+    )
+    return pipeline.answer("Who led the Norse raiders?", "default"), cheap, strong
+
+
+def test_the_cascade_stops_at_the_cheap_tier_when_its_answer_holds(tmp_path: Path) -> None:
+    answer, cheap, strong = run(tmp_path, "Rollo")
+    assert (cheap.calls, strong.calls) == (1, 0)
+    assert answer.route.tier == "cheap" and not answer.route.escalated
+    assert [g.tier for g in answer.usage.generations] == ["cheap"]
+    assert answer.usage.cost_usd == answer.usage.generations[0].cost_usd
+
+
+def test_an_escalation_pays_for_both_calls_and_says_why(tmp_path: Path) -> None:
+    answer, cheap, strong = run(tmp_path, "I don't know.")
+    assert (cheap.calls, strong.calls) == (1, 1)
+    assert answer.answer == "Rollo" and answer.route.tier == "strong" and answer.route.escalated
+    assert "abstained" in answer.route.reason
+    first, second = answer.usage.generations
+    assert (first.tier, second.tier) == ("cheap", "strong")
+    assert answer.usage.prompt_tokens == first.prompt_tokens + second.prompt_tokens
+    assert answer.usage.cost_usd == pytest.approx(first.cost_usd + second.cost_usd)
+    # the same prompt priced per tier: the strong call costs more than the cheap one
+    assert first.prompt_tokens == second.prompt_tokens and second.cost_usd > first.cost_usd
+    assert answer.usage.tier == "strong"
+
+
+def test_fixed_routing_sends_every_question_to_the_strong_tier(tmp_path: Path) -> None:
+    answer, cheap, strong = run(tmp_path, "Rollo", routing="fixed")
+    assert (cheap.calls, strong.calls) == (0, 1)
+    assert answer.route.tier == "strong" and answer.route.reason == "routing is fixed"
+
+
+def test_a_cascade_without_a_router_is_rejected_at_construction(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, cache_enabled=False)
+    llms = {"cheap": ScriptedLLM("a", "x"), "strong": ScriptedLLM("b", "y")}
+    with pytest.raises(ValueError, match="router"):
+        QueryPipeline(settings, FixedRetriever(), llms, lambda q: np.zeros(4))
