@@ -8,7 +8,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from rag.errors import RagError
+from datetime import datetime, timezone
+
+from rag.errors import BudgetExceeded, RagError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _rag_error(_: Request, exc: RagError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return error_response(exc.status_code, exc.code, exc.message)
+        response = error_response(exc.status_code, exc.code, exc.message)
+        if isinstance(exc, BudgetExceeded) and isinstance(exc.resets_at, datetime):
+            wait = (exc.resets_at - datetime.now(timezone.utc)).total_seconds()
+            response.headers["Retry-After"] = str(max(1, int(wait)))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

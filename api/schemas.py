@@ -56,6 +56,11 @@ class QueryRequest(BaseModel):
     question: str
     token_budget: int | None = None
     top_k: int | None = None
+    stream: bool = Field(
+        default=False,
+        description="answer as server-sent events: 'token' events with the text as it is generated, "
+        "then one 'done' event holding the whole response (citations, usage)",
+    )
 
 
 class CitationOut(BaseModel):
@@ -82,6 +87,14 @@ class UsageOut(BaseModel):
     generations: list[GenerationOut] = Field(
         description="every generation call paid for, in order (a cascade that escalated lists two)"
     )
+    embedding_tokens: int = Field(description="question tokens embedded (local model, not priced)")
+    rerank_tokens: int = Field(description="tokens the cross-encoder read (local model, not priced)")
+    reference_cost_usd: float | None = Field(
+        description="the same question answered by the strong tier over the untrimmed top 10 of the same "
+        "ranking, counted on that prompt with this answer's completion"
+    )
+    saved_usd: float | None = Field(description="reference_cost_usd − cost_usd")
+    saved_by: list[str] = Field(description="what made this answer cheaper: cache, routing, trim")
 
 
 class RouteOut(BaseModel):
@@ -110,8 +123,10 @@ class QueryResponse(BaseModel):
             answer=answer.answer,
             citations=[CitationOut(**vars(c)) for c in answer.citations],
             usage=UsageOut(
-                **{k: v for k, v in vars(answer.usage).items() if k != "generations"},
+                **{k: v for k, v in vars(answer.usage).items() if k not in ("generations", "saved_by")},
                 generations=[GenerationOut(**vars(g)) for g in answer.usage.generations],
+                saved_usd=answer.usage.saved_usd,
+                saved_by=list(answer.usage.saved_by),
             ),
             latency_ms=round(answer.latency_ms, 1),
             stage_ms={k: round(v, 1) for k, v in answer.stage_ms.items()},
@@ -136,3 +151,32 @@ class Health(BaseModel):
     documents: int
     chunks: int
     version: str
+
+
+class TierTotalsOut(BaseModel):
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class UsageTotalsOut(BaseModel):
+    queries: int
+    cache_hits: int
+    escalations: int
+    aborted: int
+    embedding_tokens: int
+    rerank_tokens: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    reference_cost_usd: float
+    saved_usd: float
+    saved_by: dict[str, int]
+    tiers: dict[str, TierTotalsOut]
+
+
+class UsageReport(BaseModel):
+    since: str = Field(description="when the service started (UTC): totals count from then")
+    total: UsageTotalsOut
+    tenants: dict[str, UsageTotalsOut]

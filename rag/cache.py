@@ -78,6 +78,9 @@ def decide(similarity: float, new: str, cached: str, threshold: float) -> Verdic
 class CachedAnswer:
     answer: str
     citations: tuple[Citation, ...]
+    # What answering cost the first time against the naive reference (``rag.types.Usage``), so that a
+    # hit can say what it saved.
+    reference_cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class SemanticCache:
         self._conn.execute("PRAGMA journal_mode=WAL")
         for statement in _SCHEMA:
             self._conn.execute(statement)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
+        if "reference_cost_usd" not in columns:  # a cache written before the column existed
+            self._conn.execute("ALTER TABLE entries ADD COLUMN reference_cost_usd REAL")
 
     # -- lookup -------------------------------------------------------------------------------------
 
@@ -171,13 +177,13 @@ class SemanticCache:
         return [Candidate(h.chunk_id, rows[h.chunk_id], h.score) for h in hits if h.chunk_id in rows]
 
     def _hit(self, entry_id: str, cached_question: str, similarity: float, reason: str) -> CacheLookup:
-        answer, citations = self._conn.execute(
-            "SELECT answer, citations FROM entries WHERE id = ?", (entry_id,)
+        answer, citations, reference = self._conn.execute(
+            "SELECT answer, citations, reference_cost_usd FROM entries WHERE id = ?", (entry_id,)
         ).fetchone()
         self._conn.execute(
             "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE id = ?", (self._clock(), entry_id)
         )
-        cached = CachedAnswer(answer, tuple(Citation(**c) for c in json.loads(citations)))
+        cached = CachedAnswer(answer, tuple(Citation(**c) for c in json.loads(citations)), reference)
         return CacheLookup(True, similarity, reason, entry_id, cached_question, cached)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -203,7 +209,7 @@ class SemanticCache:
             try:
                 self._conn.execute(
                     "INSERT INTO entries (id, tenant, question, normalized, answer, citations, abstained, "
-                    "created_at, used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_at, used_at, reference_cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         entry_id,
                         tenant,
@@ -214,6 +220,7 @@ class SemanticCache:
                         int(abstained),
                         now,
                         now,
+                        answer.reference_cost_usd,
                     ),
                 )
                 self._conn.executemany(

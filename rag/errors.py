@@ -60,3 +60,14 @@ class UpstreamLLMError(RagError):
 
     status_code = 502
     code = "upstream_llm_error"
+
+
+class BudgetExceeded(RagError):
+    """The tenant's daily spending limit is reached; ``resets_at`` says when queries resume."""
+
+    status_code = 429
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, resets_at: object = None) -> None:
+        super().__init__(message)
+        self.resets_at = resets_at

@@ -1,22 +1,29 @@
-"""The query path: validate → embed → answer cache → retrieve (within the token budget) → generate →
-cite → count → cache the answer."""
+"""The query path: budget → validate → embed → answer cache → retrieve (within the token budget) →
+generate (cheap tier, then the strong one if the router escalates) → cite → count → cache the answer.
+
+``answer_stream`` is the one implementation: it yields the answer's text as it is generated and ends
+with the ``Answer``; ``answer`` drains it. A stream the caller abandons still has its tokens counted.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from rag.accounting import CACHE_HIT, NO_GENERATION, generation_usage, total_usage
+from rag.accounting import CACHE_HIT, count_prompt_tokens, cost_usd, generation_usage, total_usage
 from rag.cache import CachedAnswer, SemanticCache
 from rag.errors import InvalidRequest
+from rag.ledger import UsageLedger
 from rag.llm.base import LLM, ChatMessage, Generation
+from rag.tokens import count_tokens
 from rag.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.router import CascadeRouter
 from rag.settings import Settings
-from rag.types import Answer, Passage, Retrieval, Route, TierUsage
+from rag.types import Answer, Passage, Retrieval, Route, TierUsage, Usage
 
 
 class Retriever(Protocol):
@@ -34,6 +41,7 @@ class QueryPipeline:
         embed_query: Callable[[str], np.ndarray],
         cache: SemanticCache | None = None,
         router: CascadeRouter | None = None,
+        ledger: UsageLedger | None = None,
     ) -> None:
         missing = set(settings.tiers) - set(llms)
         if missing:
@@ -42,6 +50,7 @@ class QueryPipeline:
             raise ValueError("routing 'cascade' needs a router")
         self._settings = settings
         self._router = router
+        self._ledger = ledger
         self._retriever = retriever
         self._llms = llms
         self._embed_query = embed_query
@@ -65,40 +74,81 @@ class QueryPipeline:
     def answer(
         self, question: str, tenant: str, top_k: int | None = None, token_budget: int | None = None
     ) -> Answer:
+        for event in self.answer_stream(question, tenant, top_k, token_budget):
+            if isinstance(event, Answer):
+                return event
+        raise AssertionError("answer_stream ended without an Answer")
+
+    def answer_stream(
+        self, question: str, tenant: str, top_k: int | None = None, token_budget: int | None = None
+    ) -> Iterator[str | Answer]:
+        """Pieces of the answer's text as they are generated, then the ``Answer`` itself.
+
+        Validation and the budget check run before the first item, so a refused question raises at once.
+        """
         started = time.perf_counter()
+        s = self._settings
+        mode = self._ledger.admit(tenant, s.budget_usd_per_day, s.budget_cheap_only_from) if self._ledger else "normal"
         question, top_k, token_budget = self.validate(question, top_k, token_budget)
+        return self._stream(question, tenant, top_k, token_budget, mode == "cheap_only", started)
+
+    def _stream(
+        self, question: str, tenant: str, top_k: int, token_budget: int, cheap_only: bool, started: float
+    ) -> Iterator[str | Answer]:
         vector = self._embed_query(question)  # once: for the cache and for dense retrieval
+        embedding_tokens = count_tokens(question)
         after_embed = time.perf_counter()
         lookup = self._cache.lookup(tenant, question, vector) if self._cache else None
         after_cache = time.perf_counter()
         if lookup is not None and lookup.hit:
-            return Answer(
+            usage = replace(
+                CACHE_HIT,
+                embedding_tokens=embedding_tokens,
+                reference_cost_usd=lookup.answer.reference_cost_usd,
+                saved_by=("cache",),
+            )
+            self._record(tenant, usage, cache_hit=True, escalated=False)
+            yield lookup.answer.answer
+            yield Answer(
                 answer=lookup.answer.answer,
                 citations=lookup.answer.citations,
-                usage=CACHE_HIT,
+                usage=usage,
                 latency_ms=(after_cache - started) * 1000,
                 stage_ms={"embed": (after_embed - started) * 1000, "cache": (after_cache - after_embed) * 1000},
                 debug={"cache": {"reason": lookup.reason, "cached_question": lookup.cached_question}},
                 cache="hit",
                 cache_similarity=lookup.similarity,
             )
+            return
         retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
         after_retrieval = time.perf_counter()
         passages = list(retrieval.passages)
         route: Route | None = None
-        if not passages:
-            # Nothing to ground an answer on: asking the model would only pay for a guess.
-            text, citations, usage = NO_ANSWER, [], NO_GENERATION
-        else:
-            raw, generations, route = self._generate(build_messages(question, passages), passages)
-            usage = total_usage(generations)
-            text, cited = split_answer(raw, passages)
-            citations = citations_for(text, cited, passages, question)
+        spent: list[TierUsage] = []  # every generation call, appended as soon as it ends or is abandoned
+        finished = False
+        try:
+            if not passages:
+                # Nothing to ground an answer on: asking the model would only pay for a guess.
+                text, citations = NO_ANSWER, []
+                yield text
+            else:
+                messages = build_messages(question, passages)
+                raw, route = yield from self._generate(messages, passages, spent, cheap_only)
+                text, cited = split_answer(raw, passages)
+                citations = citations_for(text, cited, passages, question)
+            finished = True
+        finally:
+            if not finished and spent:  # abandoned mid-stream (or failed after an earlier call was paid)
+                partial = self._usage(question, spent, retrieval, embedding_tokens, route)
+                self._record(tenant, partial, cache_hit=False, escalated=len(spent) > 1, aborted=True)
         text = text or NO_ANSWER
+        usage = self._usage(question, spent, retrieval, embedding_tokens, route)
+        self._record(tenant, usage, cache_hit=False, escalated=bool(route and route.escalated))
         done = time.perf_counter()
         if self._cache is not None:
             abstained = not passages or is_abstention(text)
-            self._cache.store(tenant, question, vector, CachedAnswer(text, tuple(citations)), abstained)
+            entry = CachedAnswer(text, tuple(citations), usage.reference_cost_usd)
+            self._cache.store(tenant, question, vector, entry, abstained)
         stage_ms = {
             "embed": (after_embed - started) * 1000,
             "cache": (after_cache - after_embed) * 1000,
@@ -109,7 +159,7 @@ class QueryPipeline:
         debug: dict[str, object] = {"retrieval": retrieval.debug}
         if lookup is not None:
             debug["cache"] = {"reason": lookup.reason}
-        return Answer(
+        yield Answer(
             answer=text,
             citations=tuple(citations),
             usage=usage,
@@ -121,22 +171,87 @@ class QueryPipeline:
             route=route,
         )
 
-    def _call(self, tier: str, messages: list[ChatMessage]) -> tuple[Generation, TierUsage]:
-        generation = self._llms[tier].generate(messages, self._settings.max_answer_tokens)
-        return generation, generation_usage(tier, self._settings.tiers[tier], messages, generation.text)
+    # -- generation ---------------------------------------------------------------------------------
+
+    def _call(
+        self, tier: str, messages: list[ChatMessage], spent: list[TierUsage], emit: bool
+    ) -> Generator[str, None, Generation]:
+        """One generation call, its text pieces passed on when ``emit``; its usage lands in ``spent``
+        whether it completes or is abandoned (counted on the text generated so far)."""
+        settings = self._settings
+        stream = self._llms[tier].stream(messages, settings.max_answer_tokens)
+        pieces: list[str] = []
+        try:
+            while True:
+                try:
+                    piece = next(stream)
+                except StopIteration as stop:
+                    generation: Generation = stop.value
+                    break
+                pieces.append(piece)
+                if emit:
+                    yield piece
+        except GeneratorExit:  # the caller left: the prompt was read and these pieces were generated
+            spent.append(generation_usage(tier, settings.tiers[tier], messages, "".join(pieces)))
+            raise
+        finally:
+            stream.close()
+        spent.append(generation_usage(tier, settings.tiers[tier], messages, generation.text))
+        return generation
 
     def _generate(
-        self, messages: list[ChatMessage], passages: list[Passage]
-    ) -> tuple[str, list[TierUsage], Route]:
-        """One call when routing is fixed; in a cascade the cheap tier first, the strong one only if the
-        cheap answer fails the router's check. Both calls are paid for, so both are counted."""
+        self, messages: list[ChatMessage], passages: list[Passage], spent: list[TierUsage], cheap_only: bool
+    ) -> Generator[str, None, tuple[str, Route]]:
+        """One call when routing is fixed; in a cascade the cheap tier first (its answer sent whole once
+        the router accepts it), the strong one, streamed, only if the check fails. Near the tenant's
+        budget only the cheap tier answers."""
         s = self._settings
+        if cheap_only:
+            generation = yield from self._call(s.cheap_tier, messages, spent, emit=True)
+            return generation.text, Route(s.cheap_tier, "near the tenant's daily budget: cheap tier only")
         if s.routing == "fixed" or self._router is None:
-            generation, usage = self._call(s.default_tier, messages)
-            return generation.text, [usage], Route(s.default_tier, "routing is fixed")
-        cheap, cheap_usage = self._call(s.cheap_tier, messages)
+            generation = yield from self._call(s.default_tier, messages, spent, emit=True)
+            return generation.text, Route(s.default_tier, "routing is fixed")
+        cheap = yield from self._call(s.cheap_tier, messages, spent, emit=False)
         verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence)
         if verdict.accept:
-            return cheap.text, [cheap_usage], Route(s.cheap_tier, verdict.reason)
-        strong, strong_usage = self._call(s.default_tier, messages)
-        return strong.text, [cheap_usage, strong_usage], Route(s.default_tier, verdict.reason, escalated=True)
+            yield cheap.text
+            return cheap.text, Route(s.cheap_tier, verdict.reason)
+        strong = yield from self._call(s.default_tier, messages, spent, emit=True)
+        return strong.text, Route(s.default_tier, verdict.reason, escalated=True)
+
+    # -- accounting ---------------------------------------------------------------------------------
+
+    def _usage(
+        self,
+        question: str,
+        spent: list[TierUsage],
+        retrieval: Retrieval,
+        embedding_tokens: int,
+        route: Route | None,
+    ) -> Usage:
+        """The answer's usage block: its calls summed, and the reference it is measured against — the
+        strong tier over the untrimmed top 10, counted on that prompt with this answer's completion."""
+        usage = total_usage(spent)
+        reference_cost = None
+        saved_by: list[str] = []
+        if retrieval.reference_passages:
+            strong = self._settings.tiers[self._settings.default_tier]
+            reference_prompt = count_prompt_tokens(build_messages(question, retrieval.reference_passages))
+            completion = spent[-1].completion_tokens if spent else 0
+            reference_cost = cost_usd(strong, reference_prompt, completion)
+            if spent and spent[-1].prompt_tokens < reference_prompt:
+                saved_by.append("trim")
+            if route is not None and route.tier != self._settings.default_tier:
+                saved_by.append("routing")
+        return replace(
+            usage,
+            embedding_tokens=embedding_tokens,
+            rerank_tokens=retrieval.rerank_tokens,
+            reference_cost_usd=reference_cost,
+            saved_by=tuple(saved_by),
+        )
+
+    def _record(self, tenant: str, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool = False) -> None:
+        if self._ledger is not None:
+            self._ledger.record(tenant, usage, cache_hit=cache_hit, escalated=escalated, aborted=aborted)

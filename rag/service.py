@@ -24,6 +24,7 @@ from rag.cache import SemanticCache
 from rag.errors import StoreError
 from rag.llm.base import LLM
 from rag.llm.factory import build_llm
+from rag.ledger import UsageLedger
 from rag.pipeline import QueryPipeline
 from rag.router import CascadeRouter, load_routing
 from rag.settings import Settings
@@ -70,6 +71,7 @@ class Service:
     reranker: OnnxCrossEncoder
     cache: SemanticCache | None
     llms: dict[str, LLM]
+    ledger: UsageLedger
     indexer: Indexer
     retriever: HybridRetriever
     pipeline: QueryPipeline
@@ -103,6 +105,7 @@ class Service:
         # rerank_trim) shares it; it costs nothing until warm_up.
         reranker = OnnxCrossEncoder(threads=settings.llm_threads)
         retriever = _retriever(settings, embedder, dense, lexical, registry, reranker)
+        ledger = UsageLedger()
         service = cls(
             settings=settings,
             registry=registry,
@@ -112,9 +115,10 @@ class Service:
             reranker=reranker,
             cache=cache,
             llms=llms,
+            ledger=ledger,
             indexer=indexer,
             retriever=retriever,
-            pipeline=QueryPipeline(settings, retriever, llms, embedder.embed_query, cache, _router()),
+            pipeline=QueryPipeline(settings, retriever, llms, embedder.embed_query, cache, _router(), ledger),
             _lock_handle=lock,
         )
         indexer.recover()

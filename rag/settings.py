@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # Trim the top_k passages to token_budget at sentence level; off sends whole chunks.
     trim: bool = True
 
+    # Per-tenant daily spending limit in USD (None = no limit). From budget_cheap_only_from of it spent,
+    # questions go to the cheap tier only; past it, queries get 429 until 00:00 UTC.
+    budget_usd_per_day: float | None = Field(default=None, gt=0)
+    budget_cheap_only_from: float = Field(default=0.8, ge=0, le=1)
+
     top_k: int = Field(default=5, ge=1, le=100)
     max_top_k: int = Field(default=50, ge=1)
     token_budget: int = Field(default=1500, ge=64)

@@ -120,6 +120,16 @@ class Usage:
     tier: str
     cost_usd: float
     generations: tuple[TierUsage, ...] = ()
+    embedding_tokens: int = 0  # the question, embedded once (local model: no price)
+    rerank_tokens: int = 0  # what the cross-encoder read (local model: no price)
+    # The same question answered by the strong tier over the untrimmed top 10 of the same ranking,
+    # counted on that prompt with this answer's completion; None when no retrieval ran and none is known.
+    reference_cost_usd: float | None = None
+    saved_by: tuple[str, ...] = ()  # what made this answer cheaper: "cache", "routing", "trim"
+
+    @property
+    def saved_usd(self) -> float | None:
+        return None if self.reference_cost_usd is None else self.reference_cost_usd - self.cost_usd
 
 
 @dataclass(frozen=True)
@@ -152,5 +162,9 @@ class Retrieval:
     """
 
     passages: tuple[Passage, ...]
+    # The untrimmed top 10 of the same ranking: the prompt a naive stack would send, priced as the
+    # reference that savings are counted against (never sent).
+    reference_passages: tuple[Passage, ...] = ()
+    rerank_tokens: int = 0
     stage_ms: dict[str, float] = field(default_factory=dict)
     debug: dict[str, object] = field(default_factory=dict)

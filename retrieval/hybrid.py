@@ -8,7 +8,7 @@ when it compares methods (``bm25``, ``dense``, fixed fusions, ``hybrid``, ``hybr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, Sequence
 
 import numpy as np
@@ -28,6 +28,9 @@ from retrieval.weighting import FusionWeights, QueryWeigher, query_evidence
 # Chunks read from each retriever. The fusion's min-max normalization depends on it, so the eval and
 # the service use the same depth.
 CANDIDATE_DEPTH = 50
+# The reference every answer's saving is counted against: the strong tier over this many whole chunks of
+# the same ranking (what an untuned stack sends).
+REFERENCE_TOP_K = 10
 
 
 class ChunkSource(Protocol):
@@ -144,14 +147,18 @@ class HybridRetriever:
         if self._reranker is None or weight == 0.0:
             return Reranked(list(fused), 0, 0.0)
         reranker = self._reranker
+        question_tokens = count_tokens(candidates.question)
+        read = 0
 
         def score(batch: Sequence[ScoredId]) -> Sequence[float]:
+            nonlocal read
             windows = [
                 rerank_window(chunks[hit.chunk_id], candidates.terms, p.window_tokens) for hit in batch
             ]
+            read += sum(question_tokens + count_tokens(window) for window in windows)
             return [float(x) for x in reranker.score(candidates.question, windows)]
 
-        return adaptive_rerank(fused, score, weight, p)
+        return replace(adaptive_rerank(fused, score, weight, p), tokens=read)
 
     def trim(
         self,
@@ -188,11 +195,14 @@ class HybridRetriever:
             passages = self.trim(candidates, reranked.ranking, chunks, top_k, token_budget)
         else:
             passages = _whole(reranked.ranking, chunks, top_k)
+        reference = _whole(reranked.ranking, chunks, REFERENCE_TOP_K)
         done = time.perf_counter()
         untrimmed = [chunks[h.chunk_id].token_count for h in reranked.ranking[:top_k] if h.chunk_id in chunks]
         fuse_ms = (after_fuse - started) * 1000 - sum(candidates.stage_ms.values())
         return Retrieval(
             passages=tuple(passages),
+            reference_passages=tuple(reference),
+            rerank_tokens=reranked.tokens,
             stage_ms={
                 **candidates.stage_ms,
                 "fuse": fuse_ms,
@@ -220,11 +230,13 @@ class HybridRetriever:
     ) -> Retrieval:
         started = time.perf_counter()
         vector = self._embedder.embed_query(question) if query_vector is None else query_vector
-        hits = self._dense.search(tenant, vector, top_k)
-        passages = _whole(hits, self.hydrate(hits, top_k), top_k)
+        hits = self._dense.search(tenant, vector, max(top_k, REFERENCE_TOP_K))
+        chunks = self.hydrate(hits, max(top_k, REFERENCE_TOP_K))
+        passages = _whole(hits, chunks, top_k)
         done = time.perf_counter()
         return Retrieval(
             passages=tuple(passages),
+            reference_passages=tuple(_whole(hits, chunks, REFERENCE_TOP_K)),
             stage_ms={"dense": (done - started) * 1000},
             debug={"mode": "dense", "passages": _passage_refs(passages)},
         )

@@ -149,6 +149,7 @@ class Reranked:
     pairs: int
     weight: float
     logits: dict[str, float] = field(default_factory=dict)  # the cross-encoder's raw score per chunk scored
+    tokens: int = 0  # input the cross-encoder read: question + passage window per pair (o200k tokens)
 
 
 def adaptive_rerank(

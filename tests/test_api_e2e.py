@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import httpx
@@ -12,6 +13,7 @@ from tests.conftest import LiveServer
 
 QUESTION_ID = "56dde1d966d3e219004dad8d"  # "Who upon arriving gave the original viking settlers a common identity?"
 OTHER_DOC = "Super_Bowl_50#0"
+STREAM_QUESTION_ID = "57115ff82419e314009555c4"  # "In a steam turbine, what are rotors mounted on?"
 PARAPHRASE = "Upon arriving, who gave the original Viking settlers a common identity?"
 
 
@@ -189,3 +191,48 @@ def test_question_with_nothing_indexed_costs_nothing(client: httpx.Client, live_
     body = client.post("/v1/query", json={"question": "Who was Count of Melfi?"}).json()
     assert body["citations"] == [] and body["usage"]["cost_usd"] == 0 and body["usage"]["prompt_tokens"] == 0
     assert re.search("don't know", body["answer"])
+
+
+def _sse(text: str) -> list[tuple[str, dict]]:
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_a_streamed_answer_ends_with_its_usage_and_the_ledger_adds_up(
+    client: httpx.Client, live_server: LiveServer, xquad
+) -> None:
+    corpus, queries = xquad
+    query = next(q for q in queries if q["id"] == STREAM_QUESTION_ID)
+    assert upload(client, as_text_file(corpus[query["gold_doc_ids"][0]])).status_code == 201
+    before = client.get("/v1/usage").json()["tenants"].get("default", {"queries": 0, "cost_usd": 0.0, "prompt_tokens": 0})
+
+    with client.stream("POST", "/v1/query", json={"question": query["question"], "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = _sse(response.read().decode())
+    names = [name for name, _ in events]
+    assert names[-1] == "done" and names[:-1] and set(names[:-1]) == {"token"}
+    final = events[-1][1]
+    assert "".join(data["text"] for _, data in events[:-1]).strip() == final["answer"]
+    assert final["usage"]["prompt_tokens"] > 0 and final["citations"]
+    assert final["usage"]["reference_cost_usd"] > final["usage"]["cost_usd"]  # 10 whole chunks vs the trimmed few
+    # The same question again is a cache hit: streamed at once, at no cost, with what it saved.
+    again = _sse(client.post("/v1/query", json={"question": query["question"], "stream": True}).text)
+    assert again[-1][1]["cache"] == "hit" and again[-1][1]["usage"]["cost_usd"] == 0
+    assert again[-1][1]["usage"]["saved_by"] == ["cache"]
+    assert again[-1][1]["usage"]["saved_usd"] == pytest.approx(final["usage"]["reference_cost_usd"])
+
+    after = client.get("/v1/usage").json()["tenants"]["default"]
+    assert after["queries"] - before["queries"] == 2
+    assert after["prompt_tokens"] - before["prompt_tokens"] == final["usage"]["prompt_tokens"]
+    assert after["cost_usd"] - before["cost_usd"] == pytest.approx(final["usage"]["cost_usd"])
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert f'rag_queries_total{{tenant="default"}} {after["queries"]}' in metrics.text
+
+
+def test_a_bad_streamed_question_is_a_plain_422(client: httpx.Client) -> None:
+    response = client.post("/v1/query", json={"question": "   ", "stream": True})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"

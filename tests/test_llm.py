@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from rag.errors import ModelUnavailable, UpstreamLLMError
-from rag.llm.base import ChatMessage, ContextOverflow
+from rag.llm.base import ChatMessage, ContextOverflow, drain
 from rag.llm.factory import build_llm
 from rag.llm.llama_cpp_llm import LlamaCppLLM
 from rag.llm.local_models import MODELS, ensure_gguf
@@ -207,6 +207,24 @@ def test_llama_cpp_reports_a_cut_answer(cheap_llm: LlamaCppLLM) -> None:
     assert generation.finish_reason == "length"
 
 
+def test_llama_cpp_streams_the_same_answer_piece_by_piece(cheap_llm: LlamaCppLLM) -> None:
+    whole = cheap_llm.generate(EIFFEL, max_tokens=32)
+    stream = cheap_llm.stream(EIFFEL, max_tokens=32)
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as stop:
+            streamed = stop.value
+            break
+    assert len(pieces) >= 1 and "".join(pieces).strip() == streamed.text == whole.text
+    # Leaving a stream early releases the model for the next request.
+    early = cheap_llm.stream([ChatMessage("user", "List ten French cities.")], max_tokens=64)
+    next(early)
+    early.close()
+    assert cheap_llm.generate(EIFFEL, max_tokens=32).text == whole.text
+
+
 def test_llama_cpp_refuses_a_prompt_beyond_its_window(cheap_llm: LlamaCppLLM) -> None:
     with pytest.raises(ContextOverflow, match="context window of 2048"):
         cheap_llm.generate([ChatMessage("user", "word " * 3000)], max_tokens=16)
@@ -229,6 +247,22 @@ def test_openai_compatible_answers_from_context(server_url: str) -> None:
     llm.close()
     assert "Paris" in generation.text
     assert generation.finish_reason == "stop"
+
+
+def test_openai_compatible_streams_over_server_sent_events(server_url: str) -> None:
+    llm = OpenAICompatibleLLM(server_url, CHEAP, api_key=API_KEY, timeout_s=60)
+    stream = llm.stream(EIFFEL, max_tokens=32)
+    pieces = []
+    while True:
+        try:
+            pieces.append(next(stream))
+        except StopIteration as stop:
+            generation = stop.value
+            break
+    assert "Paris" in generation.text and "".join(pieces).strip() == generation.text
+    with pytest.raises(UpstreamLLMError, match="401"):
+        drain(OpenAICompatibleLLM(server_url, CHEAP, api_key="wrong-key").stream(EIFFEL, max_tokens=8))
+    llm.close()
 
 
 def test_openai_compatible_maps_http_errors(server_url: str) -> None:

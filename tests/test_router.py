@@ -3,13 +3,13 @@ is fine here: what is under test is the routing and its accounting, not generati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.llm.base import ChatMessage, Generation
+from rag.llm.base import ChatMessage, Generation, drain
 from rag.pipeline import QueryPipeline
 from rag.router import CascadeRouter, RoutingParams, load_routing
 from rag.settings import Settings
@@ -79,7 +79,12 @@ class ScriptedLLM:
         pass
 
     def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        return drain(self.stream(messages, max_tokens))
+
+    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
         self.calls += 1
+        for word in self.reply.split(" "):
+            yield word + " "
         return Generation(self.reply, "stop")
 
 

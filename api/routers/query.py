@@ -1,23 +1,80 @@
-"""/v1/query: a grounded, cited answer with its usage."""
+"""/v1/query: a grounded, cited answer with its usage, whole or as server-sent events."""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_service, get_tenant
 from api.schemas import ErrorResponse, QueryRequest, QueryResponse
+from rag.errors import RagError
 from rag.service import Service
+from rag.types import Answer
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["query"])
 
+_END = object()
 
-@router.post("/query", response_model=QueryResponse, responses={422: {"model": ErrorResponse}})
+
+def _event(name: str, payload: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _next(events: Iterator[str | Answer]) -> object:
+    return next(events, _END)
+
+
+async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
+    """Runs the pipeline's generator off the event loop; if the client leaves, the generator is closed
+    (shielded from the cancellation), which stops generation and counts the tokens already spent."""
+    try:
+        while True:
+            item = await run_in_threadpool(_next, events)
+            if item is _END:
+                return
+            if isinstance(item, Answer):
+                yield _event("done", QueryResponse.of(item).model_dump())
+            else:
+                yield _event("token", {"text": item})
+    except RagError as exc:
+        yield _event("error", {"error": {"code": exc.code, "message": exc.message}})
+    except Exception:
+        log.exception("stream failed")
+        yield _event("error", {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(events.close)
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events with stream"},
+        422: {"model": ErrorResponse},
+        429: {"model": ErrorResponse, "description": "the tenant's daily budget is spent"},
+    },
+)
 def query(
     request: QueryRequest,
     service: Annotated[Service, Depends(get_service)],
     tenant: Annotated[str, Depends(get_tenant)],
-) -> QueryResponse:
+) -> QueryResponse | StreamingResponse:
+    if request.stream:
+        # Validation and the budget check raise here, before the stream starts: a plain JSON error.
+        events = service.pipeline.answer_stream(request.question, tenant, request.top_k, request.token_budget)
+        return StreamingResponse(
+            _server_sent(events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     answer = service.pipeline.answer(request.question, tenant, request.top_k, request.token_budget)
     return QueryResponse.of(answer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -43,3 +43,17 @@ class LLM(Protocol):
         ...
 
     def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation: ...
+
+    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
+        """Yields the answer's text as it is generated and returns the whole ``Generation``. Closing
+        the generator early stops generation."""
+        ...
+
+
+def drain(stream: Generator[str, None, Generation]) -> Generation:
+    """Runs a stream to its end and returns its ``Generation``."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as stop:
+            return stop.value

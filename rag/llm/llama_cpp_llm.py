@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,7 @@ from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from rag.errors import ModelUnavailable
-from rag.llm.base import ChatMessage, ContextOverflow, Generation
+from rag.llm.base import ChatMessage, ContextOverflow, Generation, drain
 
 _SEED = 0
 
@@ -37,9 +37,16 @@ class LlamaCppLLM:
             self._load()
 
     def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        return drain(self.stream(messages, max_tokens))
+
+    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
         if max_tokens < 1:  # llama.cpp would read 0 as "until the window is full"
             raise ValueError("max_tokens must be at least 1")
         payload = [{"role": m.role, "content": m.content} for m in messages]
+        pieces: list[str] = []
+        chosen: list[float] = []
+        finish_reason = "stop"
+        # The model is held for the whole stream: one llama.cpp context serves one request at a time.
         with self._lock:
             llama, formatter = self._load()
             prompt = formatter(messages=payload).prompt
@@ -49,19 +56,24 @@ class LlamaCppLLM:
                     f"{self.model}: prompt of {n_prompt} tokens plus max_tokens={max_tokens} "
                     f"exceeds the context window of {self._n_ctx}"
                 )
-            chosen: list[float] = []
-            response = llama.create_chat_completion(
+            chunks = llama.create_chat_completion(
                 messages=payload,
                 temperature=0.0,
                 max_tokens=max_tokens,
+                stream=True,
                 logits_processor=LogitsProcessorList([_ChosenTokenProbability(chosen)]),
             )
-        choice = response["choices"][0]
-        return Generation(
-            text=(choice["message"]["content"] or "").strip(),
-            finish_reason=choice["finish_reason"],
-            token_probs=tuple(chosen),
-        )
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    piece = choice["delta"].get("content") or ""
+                    if piece:
+                        pieces.append(piece)
+                        yield piece
+                    finish_reason = choice.get("finish_reason") or finish_reason
+            finally:
+                chunks.close()
+        return Generation(text="".join(pieces).strip(), finish_reason=finish_reason, token_probs=tuple(chosen))
 
     def _load(self) -> tuple[Llama, Jinja2ChatFormatter]:
         """Load once; the caller holds the lock."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import httpx
@@ -45,6 +46,44 @@ class OpenAICompatibleLLM:
             raise UpstreamLLMError(f"{self.model}: request failed: {exc!r}") from exc
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise UpstreamLLMError(f"{self.model}: malformed response: {exc!r}") from exc
+
+    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
+        """The same request with ``"stream": true``: server-sent events of text deltas."""
+        body = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "temperature": 0,
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        pieces: list[str] = []
+        finish_reason = "stop"
+        try:
+            with self._client.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise UpstreamLLMError(
+                        f"{self.model}: endpoint answered {response.status_code}: {response.text[:200]}"
+                    )
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        break
+                    choice = json.loads(data)["choices"][0]
+                    piece = (choice.get("delta") or {}).get("content") or ""
+                    if piece:
+                        pieces.append(piece)
+                        yield piece
+                    finish_reason = choice.get("finish_reason") or finish_reason
+        except httpx.TimeoutException as exc:
+            raise UpstreamLLMError(f"{self.model}: no answer within {self._timeout_s}s") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamLLMError(f"{self.model}: request failed: {exc!r}") from exc
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise UpstreamLLMError(f"{self.model}: malformed stream: {exc!r}") from exc
+        return Generation(text="".join(pieces).strip(), finish_reason=str(finish_reason))
 
     def close(self) -> None:
         self._client.close()
