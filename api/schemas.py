@@ -180,3 +180,25 @@ class UsageReport(BaseModel):
     since: str = Field(description="when the service started (UTC): totals count from then")
     total: UsageTotalsOut
     tenants: dict[str, UsageTotalsOut]
+
+
+class RetrieveRequest(BaseModel):
+    question: str
+    token_budget: int | None = None
+    top_k: int | None = None
+
+
+class PassageOut(BaseModel):
+    document_id: str
+    chunk_id: str
+    title: str
+    text: str = Field(description="exactly what a prompt would show (the trimmed sentences)")
+    score: float
+
+
+class RetrieveResponse(BaseModel):
+    passages: list[PassageOut]
+    rerank_tokens: int
+    latency_ms: float
+    stage_ms: dict[str, float]
+    debug: dict[str, Any]

@@ -7,6 +7,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from rag.batching import DynamicBatcher
 from rag.errors import ModelUnavailable
 
 
@@ -80,3 +81,28 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._encode([text])[0]
+
+
+class BatchedQueryEmbedder:
+    """An embedder whose ``embed_query`` calls, from concurrent requests, share one forward pass
+    (``rag.batching``); document embedding is already batched by the indexer and passes through."""
+
+    def __init__(self, embedder: SentenceTransformerEmbedder, max_batch: int, max_wait_ms: float) -> None:
+        self._embedder = embedder
+        self.model_name = embedder.model_name
+        self.dim = embedder.dim
+        self.batcher: DynamicBatcher[str, np.ndarray] = DynamicBatcher(
+            lambda texts: list(embedder.embed_documents(texts)), max_batch, max_wait_ms, "embed"
+        )
+
+    def warm_up(self) -> None:
+        self._embedder.warm_up()
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self._embedder.embed_documents(texts)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.batcher.submit(text)
+
+    def close(self) -> None:
+        self.batcher.close()

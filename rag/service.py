@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from indexing.chunking import Chunker
-from indexing.embedding import SentenceTransformerEmbedder
+from indexing.embedding import BatchedQueryEmbedder, Embedder, SentenceTransformerEmbedder
 from indexing.indexer import Indexer
 from indexing.registry import SqliteRegistry
 from indexing.stores.base import DenseStore, LexicalStore
@@ -30,7 +30,7 @@ from rag.router import CascadeRouter, load_routing
 from rag.settings import Settings
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
-from retrieval.rerank import OnnxCrossEncoder
+from retrieval.rerank import BatchedReranker, OnnxCrossEncoder, Reranker
 from retrieval.tokenize import tokenize
 from retrieval.weighting import QueryWeigher
 
@@ -69,6 +69,9 @@ class Service:
     lexical: LexicalStore
     embedder: SentenceTransformerEmbedder
     reranker: OnnxCrossEncoder
+    # What the query path calls: the same models behind the micro-batcher when batching is on.
+    query_embedder: Embedder
+    query_reranker: Reranker
     cache: SemanticCache | None
     llms: dict[str, LLM]
     ledger: UsageLedger
@@ -104,7 +107,12 @@ class Service:
         # Loaded even when this configuration does not rerank, so that a variant (the eval harness's
         # rerank_trim) shares it; it costs nothing until warm_up.
         reranker = OnnxCrossEncoder(threads=settings.llm_threads)
-        retriever = _retriever(settings, embedder, dense, lexical, registry, reranker)
+        query_embedder: Embedder = embedder
+        query_reranker: Reranker = reranker
+        if settings.batching:
+            query_embedder = BatchedQueryEmbedder(embedder, settings.batch_max_size, settings.batch_max_wait_ms)
+            query_reranker = BatchedReranker(reranker, settings.batch_max_size, settings.batch_max_wait_ms)
+        retriever = _retriever(settings, query_embedder, dense, lexical, registry, query_reranker)
         ledger = UsageLedger()
         service = cls(
             settings=settings,
@@ -113,12 +121,16 @@ class Service:
             lexical=lexical,
             embedder=embedder,
             reranker=reranker,
+            query_embedder=query_embedder,
+            query_reranker=query_reranker,
             cache=cache,
             llms=llms,
             ledger=ledger,
             indexer=indexer,
             retriever=retriever,
-            pipeline=QueryPipeline(settings, retriever, llms, embedder.embed_query, cache, _router(), ledger),
+            pipeline=QueryPipeline(
+                settings, retriever, llms, query_embedder.embed_query, cache, _router(), ledger
+            ),
             _lock_handle=lock,
         )
         indexer.recover()
@@ -128,8 +140,10 @@ class Service:
         """A query pipeline for other settings over the same stores and warm models: how the eval harness
         runs each named configuration (naive top-k, hybrid, routed, …) through the service's own code.
         Only query-time settings take effect; the stores and the data dir stay this service's."""
-        retriever = _retriever(settings, self.embedder, self.dense, self.lexical, self.registry, self.reranker)
-        return QueryPipeline(settings, retriever, self.llms, self.embedder.embed_query, cache, _router())
+        retriever = _retriever(
+            settings, self.query_embedder, self.dense, self.lexical, self.registry, self.query_reranker
+        )
+        return QueryPipeline(settings, retriever, self.llms, self.query_embedder.embed_query, cache, _router())
 
     def warm_up(self, generation: bool = True) -> None:
         """Load the embedder, the reranker and the generation models once, before the first request."""
@@ -144,6 +158,9 @@ class Service:
                 self.llms[tier].warm_up()
 
     def close(self) -> None:
+        for batched in (self.query_embedder, self.query_reranker):
+            if isinstance(batched, (BatchedQueryEmbedder, BatchedReranker)):
+                batched.close()
         if self.cache is not None:
             self.cache.close()
         self.dense.close()
@@ -172,11 +189,11 @@ def _router() -> CascadeRouter:
 
 def _retriever(
     settings: Settings,
-    embedder: SentenceTransformerEmbedder,
+    embedder: Embedder,
     dense: DenseStore,
     lexical: LexicalStore,
     registry: SqliteRegistry,
-    reranker: OnnxCrossEncoder,
+    reranker: Reranker,
 ) -> HybridRetriever:
     fitted = load_fitted()
     return HybridRetriever(

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     # "hybrid": BM25 and dense lists fused with per-query weights; "dense": the dense list alone (the
     # naive baseline the eval harness compares against).
     retrieval_mode: Literal["hybrid", "dense"] = "hybrid"
+    # Micro-batching: concurrent requests share the query embedder's and the cross-encoder's forward
+    # passes (rag/batching.py): at most batch_max_size requests, gathered within batch_max_wait_ms.
+    batching: bool = True
+    batch_max_size: int = Field(default=16, ge=1, le=256)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0, le=100)
+
     # The cross-encoder reranks fused candidates (adaptive depth; see retrieval/params/fitted.json).
     rerank: bool = True
     # Trim the top_k passages to token_budget at sentence level; off sends whole chunks.

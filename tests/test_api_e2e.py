@@ -236,3 +236,15 @@ def test_a_streamed_answer_ends_with_its_usage_and_the_ledger_adds_up(
 def test_a_bad_streamed_question_is_a_plain_422(client: httpx.Client) -> None:
     response = client.post("/v1/query", json={"question": "   ", "stream": True})
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_retrieve_returns_the_context_without_generating(client: httpx.Client, live_server: LiveServer, xquad) -> None:
+    corpus, queries = xquad
+    query = next(q for q in queries if q["id"] == STREAM_QUESTION_ID)
+    assert upload(client, as_text_file(corpus[query["gold_doc_ids"][0]])).status_code == 201
+    before = client.get("/v1/usage").json()["total"]["queries"]
+    body = client.post("/v1/retrieve", json={"question": query["question"], "top_k": 3}).json()
+    assert 1 <= len(body["passages"]) <= 3 and body["passages"][0]["title"] == corpus[query["gold_doc_ids"][0]]["title"]
+    assert body["passages"][0]["text"] and body["rerank_tokens"] >= 0 and "dense" in body["stage_ms"]
+    assert client.get("/v1/usage").json()["total"]["queries"] == before  # no answer, nothing spent
+    assert client.post("/v1/retrieve", json={"question": "", "top_k": 3}).status_code == 422

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
@@ -13,7 +14,14 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_service, get_tenant
-from api.schemas import ErrorResponse, QueryRequest, QueryResponse
+from api.schemas import (
+    ErrorResponse,
+    PassageOut,
+    QueryRequest,
+    QueryResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+)
 from rag.errors import RagError
 from rag.service import Service
 from rag.types import Answer
@@ -78,3 +86,27 @@ def query(
         )
     answer = service.pipeline.answer(request.question, tenant, request.top_k, request.token_budget)
     return QueryResponse.of(answer)
+
+
+@router.post("/retrieve", response_model=RetrieveResponse, responses={422: {"model": ErrorResponse}})
+def retrieve(
+    request: RetrieveRequest,
+    service: Annotated[Service, Depends(get_service)],
+    tenant: Annotated[str, Depends(get_tenant)],
+) -> RetrieveResponse:
+    """The context a question would get, without generating an answer (search, or one's own LLM)."""
+    started = time.perf_counter()
+    question, top_k, token_budget = service.pipeline.validate(request.question, request.top_k, request.token_budget)
+    retrieval = service.retriever.retrieve(tenant, question, top_k, token_budget)
+    return RetrieveResponse(
+        passages=[
+            PassageOut(
+                document_id=p.chunk.document_id, chunk_id=p.chunk.id, title=p.chunk.title, text=p.text, score=p.score
+            )
+            for p in retrieval.passages
+        ],
+        rerank_tokens=retrieval.rerank_tokens,
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        stage_ms={k: round(v, 1) for k, v in retrieval.stage_ms.items()},
+        debug=retrieval.debug,
+    )
