@@ -82,7 +82,7 @@ class PipelineResult:
     name: str
     questions: list[QuestionResult] = field(default_factory=list)
 
-    def summary(self, baseline: "PipelineResult | None") -> dict[str, object]:
+    def summary(self, baseline: PipelineResult | None) -> dict[str, object]:
         rows = self.questions
         n = len(rows)
         tiers: dict[str, dict[str, int]] = {}

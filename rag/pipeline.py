@@ -14,15 +14,15 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.accounting import CACHE_HIT, count_prompt_tokens, cost_usd, generation_usage, total_usage
+from rag.accounting import CACHE_HIT, cost_usd, count_prompt_tokens, generation_usage, total_usage
 from rag.cache import CachedAnswer, SemanticCache
 from rag.errors import InvalidRequest
 from rag.ledger import UsageLedger
 from rag.llm.base import LLM, ChatMessage, Generation
-from rag.tokens import count_tokens
 from rag.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.router import CascadeRouter
 from rag.settings import Settings
+from rag.tokens import count_tokens
 from rag.types import Answer, Passage, Retrieval, Route, TierUsage, Usage
 
 

@@ -24,7 +24,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from evals.bench import percentile  # noqa: E402
+from evals.bench import percentile
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from rag.errors import ModelUnavailable, UpstreamLLMError
-from rag.llm.base import ChatMessage, ContextOverflow, drain
+from rag.llm.base import ChatMessage, ContextOverflow, Generation, drain
 from rag.llm.factory import build_llm
 from rag.llm.llama_cpp_llm import LlamaCppLLM
 from rag.llm.local_models import MODELS, ensure_gguf
@@ -207,16 +207,19 @@ def test_llama_cpp_reports_a_cut_answer(cheap_llm: LlamaCppLLM) -> None:
     assert generation.finish_reason == "length"
 
 
-def test_llama_cpp_streams_the_same_answer_piece_by_piece(cheap_llm: LlamaCppLLM) -> None:
-    whole = cheap_llm.generate(EIFFEL, max_tokens=32)
-    stream = cheap_llm.stream(EIFFEL, max_tokens=32)
-    pieces = []
+def collect(stream: Generator[str, None, Generation]) -> tuple[list[str], Generation]:
+    """A stream's pieces and the Generation it returns."""
+    pieces: list[str] = []
     while True:
         try:
             pieces.append(next(stream))
         except StopIteration as stop:
-            streamed = stop.value
-            break
+            return pieces, stop.value
+
+
+def test_llama_cpp_streams_the_same_answer_piece_by_piece(cheap_llm: LlamaCppLLM) -> None:
+    whole = cheap_llm.generate(EIFFEL, max_tokens=32)
+    pieces, streamed = collect(cheap_llm.stream(EIFFEL, max_tokens=32))
     assert len(pieces) >= 1 and "".join(pieces).strip() == streamed.text == whole.text
     # Leaving a stream early releases the model for the next request.
     early = cheap_llm.stream([ChatMessage("user", "List ten French cities.")], max_tokens=64)
@@ -251,14 +254,7 @@ def test_openai_compatible_answers_from_context(server_url: str) -> None:
 
 def test_openai_compatible_streams_over_server_sent_events(server_url: str) -> None:
     llm = OpenAICompatibleLLM(server_url, CHEAP, api_key=API_KEY, timeout_s=60)
-    stream = llm.stream(EIFFEL, max_tokens=32)
-    pieces = []
-    while True:
-        try:
-            pieces.append(next(stream))
-        except StopIteration as stop:
-            generation = stop.value
-            break
+    pieces, generation = collect(llm.stream(EIFFEL, max_tokens=32))
     assert "Paris" in generation.text and "".join(pieces).strip() == generation.text
     with pytest.raises(UpstreamLLMError, match="401"):
         drain(OpenAICompatibleLLM(server_url, CHEAP, api_key="wrong-key").stream(EIFFEL, max_tokens=8))
