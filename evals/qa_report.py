@@ -116,11 +116,15 @@ def plot(report: dict, path: Path) -> None:
         name: (row["cost_per_1k_questions_usd"], row["f1"]) for name, row in report["pipelines"].items()
     }
     frontier = pareto_frontier(points)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    # Pipelines that land on the same point (routed and optimized with no cache hits) share one label.
+    labels: dict[tuple[float, float], list[str]] = {}
     for name, (cost, quality) in points.items():
-        on_frontier = name in frontier
+        labels.setdefault((round(cost, 6), round(quality, 6)), []).append(name)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for (cost, quality), names in labels.items():
+        on_frontier = any(name in frontier for name in names)
         ax.scatter(cost, quality, s=50, color="tab:blue" if on_frontier else "tab:gray", zorder=3)
-        ax.annotate(name, (cost, quality), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(" = ".join(names), (cost, quality), textcoords="offset points", xytext=(6, 4), fontsize=8)
     xs = [points[n][0] for n in frontier]
     ys = [points[n][1] for n in frontier]
     ax.step(xs, ys, where="post", color="tab:blue", linewidth=1.2, label="Pareto frontier")
