@@ -8,7 +8,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routers import documents, health, query, usage
+from api.routers import documents, graph, health, query, usage
 from rag import __version__
 from rag.service import Service
 from rag.settings import Settings, get_settings
@@ -38,4 +38,5 @@ def create_app(settings: Settings | None = None, warm_generation: bool = True) -
     app.include_router(documents.router)
     app.include_router(query.router)
     app.include_router(usage.router)
+    app.include_router(graph.router)
     return app

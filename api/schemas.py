@@ -202,3 +202,28 @@ class RetrieveResponse(BaseModel):
     latency_ms: float
     stage_ms: dict[str, float]
     debug: dict[str, Any]
+
+
+class EntityOut(BaseModel):
+    name: str
+    mentions: int
+    chunks: int
+    surfaces: list[str]
+    is_title: bool = Field(description="the title of one of the tenant's documents")
+    degree: int
+
+
+class EntityList(BaseModel):
+    entities: list[EntityOut]
+
+
+class NeighborOut(BaseModel):
+    name: str
+    weight: int = Field(description="how many sentences (or title links) join the two")
+    labels: list[str] = Field(description="the linking phrases seen most")
+    is_title: bool
+
+
+class NeighborList(BaseModel):
+    entity: str
+    neighbors: list[NeighborOut]

@@ -19,7 +19,7 @@ from indexing.chunking import Chunker
 from indexing.embedding import Embedder
 from indexing.loaders import detect_media_type, load_document
 from indexing.registry import INDEXED, DocumentRegistry, utc_now
-from indexing.stores.base import DenseStore, LexicalStore
+from indexing.stores.base import DenseStore, GraphStore, LexicalStore
 from rag.errors import PayloadTooLarge, RagError, StoreError
 from rag.types import Chunk, DocumentRecord
 
@@ -78,8 +78,10 @@ class Indexer:
         chunker: Chunker,
         max_upload_bytes: int,
         listeners: Sequence[IndexListener] = (),
+        graph: GraphStore | None = None,
     ) -> None:
         self._listeners = tuple(listeners)
+        self._graph = graph
         self._registry = registry
         self._dense = dense
         self._lexical = lexical
@@ -197,6 +199,8 @@ class Indexer:
                 self._registry.begin(item.record, item.chunks)
             self._lexical.add(chunks, texts)
             self._dense.upsert(chunks, vectors)
+            if self._graph is not None:
+                self._graph.add(chunks)
             for item in items:
                 self._registry.commit(item.record.id)
         except Exception as exc:
@@ -219,6 +223,8 @@ class Indexer:
     def _purge(self, tenant: str, document_id: str) -> None:
         self._dense.delete_document(tenant, document_id)
         self._lexical.delete_document(tenant, document_id)
+        if self._graph is not None:
+            self._graph.delete_document(tenant, document_id)
         self._registry.remove(document_id)
 
     def recover(self) -> int:
@@ -229,4 +235,17 @@ class Indexer:
                 self._purge(tenant, document_id)
         if unfinished:
             log.warning("purged %d interrupted document writes", len(unfinished))
+        self._backfill_graph()
         return len(unfinished)
+
+    def _backfill_graph(self, batch: int = 2000) -> None:
+        """Documents indexed before the graph existed (an older data dir) get their graph here, once:
+        an empty graph beside indexed chunks was never built."""
+        if self._graph is None or self._graph.count() > 0 or self._registry.count_chunks() == 0:
+            return
+        chunk_ids = self._registry.chunk_ids()
+        with self._write_lock:
+            for start in range(0, len(chunk_ids), batch):
+                chunks = self._registry.chunks(chunk_ids[start : start + batch])
+                self._graph.add(list(chunks.values()))
+        log.info("built the knowledge graph of %d existing chunks", len(chunk_ids))

@@ -20,6 +20,7 @@ from indexing.registry import SqliteRegistry
 from indexing.stores.base import DenseStore, LexicalStore
 from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
+from kg.graph import KnowledgeGraph
 from rag.cache import SemanticCache
 from rag.errors import StoreError
 from rag.llm.base import LLM
@@ -67,6 +68,7 @@ class Service:
     registry: SqliteRegistry
     dense: DenseStore
     lexical: LexicalStore
+    graph: KnowledgeGraph | None
     embedder: SentenceTransformerEmbedder
     reranker: OnnxCrossEncoder
     # What the query path calls: the same models behind the micro-batcher when batching is on.
@@ -93,6 +95,7 @@ class Service:
             settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, qdrant_key
         )
         lexical = BM25Store(settings.data_dir / "bm25")
+        graph = KnowledgeGraph(settings.data_dir / "graph.sqlite") if settings.kg_enabled else None
         cache = open_answer_cache(settings, settings.data_dir, embedder.dim) if settings.cache_enabled else None
         llms = {name: build_llm(tier, settings) for name, tier in settings.tiers.items()}
         indexer = Indexer(
@@ -103,6 +106,7 @@ class Service:
             chunker=Chunker(settings.chunk_tokens, settings.chunk_overlap_tokens),
             max_upload_bytes=settings.max_upload_bytes,
             listeners=[cache] if cache else [],
+            graph=graph,
         )
         # Loaded even when this configuration does not rerank, so that a variant (the eval harness's
         # rerank_trim) shares it; it costs nothing until warm_up.
@@ -119,6 +123,7 @@ class Service:
             registry=registry,
             dense=dense,
             lexical=lexical,
+            graph=graph,
             embedder=embedder,
             reranker=reranker,
             query_embedder=query_embedder,
@@ -165,6 +170,8 @@ class Service:
             self.cache.close()
         self.dense.close()
         self.lexical.close()
+        if self.graph is not None:
+            self.graph.close()
         self.registry.close()
         self._lock_handle.close()
 

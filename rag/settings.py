@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # "hybrid": BM25 and dense lists fused with per-query weights; "dense": the dense list alone (the
     # naive baseline the eval harness compares against).
     retrieval_mode: Literal["hybrid", "dense"] = "hybrid"
+    # The knowledge graph (kg/): entities and relations extracted from every chunk at index time.
+    kg_enabled: bool = True
+
     # Micro-batching: concurrent requests share the query embedder's and the cross-encoder's forward
     # passes (rag/batching.py): at most batch_max_size requests, gathered within batch_max_wait_ms.
     batching: bool = True

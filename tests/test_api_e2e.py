@@ -248,3 +248,20 @@ def test_retrieve_returns_the_context_without_generating(client: httpx.Client, l
     assert body["passages"][0]["text"] and body["rerank_tokens"] >= 0 and "dense" in body["stage_ms"]
     assert client.get("/v1/usage").json()["total"]["queries"] == before  # no answer, nothing spent
     assert client.post("/v1/retrieve", json={"question": "", "top_k": 3}).status_code == 422
+
+
+def test_the_graph_of_uploaded_documents_can_be_inspected(client: httpx.Client, live_server: LiveServer, xquad) -> None:
+    corpus, _ = xquad
+    response = upload(client, as_text_file(corpus[OTHER_DOC]))
+    assert response.status_code == 201
+    document_id = response.json()["documents"][0]["id"]
+    found = client.get("/v1/graph/entities", params={"q": "super bowl"}).json()["entities"]
+    assert found and found[0]["name"].startswith("super bowl") and found[0]["mentions"] >= 1
+    neighbors = client.get(f"/v1/graph/entities/{found[0]['name']}/neighbors").json()["neighbors"]
+    assert neighbors and all(n["weight"] >= 1 for n in neighbors)
+    assert client.get("/v1/graph/entities/no such entity at all/neighbors").status_code == 404
+    assert client.get("/v1/graph/entities", params={"q": ""}).status_code == 422
+    # Deleting the document removes its contributions from the graph.
+    assert live_server.service.graph.count(document_id=document_id) > 0
+    assert client.delete(f"/v1/documents/{document_id}").status_code == 200
+    assert live_server.service.graph.count(document_id=document_id) == 0

@@ -99,6 +99,24 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         reopened.close()
 
 
+def test_a_data_dir_indexed_without_the_graph_gets_one_at_the_next_start(tmp_path: Path) -> None:
+    service = Service.open(make_settings(tmp_path / "data", kg_enabled=False))
+    service.indexer.add(DOC, DEFAULT_TENANT)
+    assert service.graph is None
+    service.close()
+    reopened = Service.open(make_settings(tmp_path / "data"))
+    try:
+        assert reopened.graph.count() > 0
+        assert [e.name for e in reopened.graph.entities(DEFAULT_TENANT, "norman")][:1] == ["normans"]
+        # A failed write leaves nothing in the graph either.
+        reopened.indexer._dense = FailingDense(reopened.dense)
+        before = reopened.graph.count()
+        assert reopened.indexer.add(OTHER, DEFAULT_TENANT).status == "rejected"
+        assert reopened.graph.count() == before
+    finally:
+        reopened.close()
+
+
 def test_a_second_process_gets_a_clear_error(service: Service) -> None:
     with pytest.raises(StoreError, match="in use by another process"):
         Service.open(service.settings)

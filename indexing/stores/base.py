@@ -54,3 +54,17 @@ class LexicalStore(Protocol):
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
 
     def close(self) -> None: ...
+
+
+class GraphStore(Protocol):
+    """The knowledge graph's write side (``kg.graph.KnowledgeGraph``): each chunk's entities and
+    relations, added with the chunk and removed with its document."""
+
+    def add(self, chunks: Sequence[Chunk]) -> None:
+        """Extract and record the chunks' contributions; durable when this returns."""
+
+    def delete_document(self, tenant: str, document_id: str) -> int: ...
+
+    def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
+
+    def close(self) -> None: ...
