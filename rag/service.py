@@ -20,6 +20,7 @@ from indexing.registry import SqliteRegistry
 from indexing.stores.base import DenseStore, LexicalStore
 from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
+from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
 from rag.cache import SemanticCache
 from rag.errors import StoreError
@@ -116,7 +117,7 @@ class Service:
         if settings.batching:
             query_embedder = BatchedQueryEmbedder(embedder, settings.batch_max_size, settings.batch_max_wait_ms)
             query_reranker = BatchedReranker(reranker, settings.batch_max_size, settings.batch_max_wait_ms)
-        retriever = _retriever(settings, query_embedder, dense, lexical, registry, query_reranker)
+        retriever = _retriever(settings, query_embedder, dense, lexical, registry, query_reranker, graph)
         ledger = UsageLedger()
         service = cls(
             settings=settings,
@@ -146,7 +147,7 @@ class Service:
         runs each named configuration (naive top-k, hybrid, routed, …) through the service's own code.
         Only query-time settings take effect; the stores and the data dir stay this service's."""
         retriever = _retriever(
-            settings, self.query_embedder, self.dense, self.lexical, self.registry, self.query_reranker
+            settings, self.query_embedder, self.dense, self.lexical, self.registry, self.query_reranker, self.graph
         )
         return QueryPipeline(settings, retriever, self.llms, self.query_embedder.embed_query, cache, _router())
 
@@ -201,6 +202,7 @@ def _retriever(
     lexical: LexicalStore,
     registry: SqliteRegistry,
     reranker: Reranker,
+    graph: KnowledgeGraph | None,
 ) -> HybridRetriever:
     fitted = load_fitted()
     return HybridRetriever(
@@ -214,4 +216,6 @@ def _retriever(
         fitted.trim,
         mode=settings.retrieval_mode,
         trim=settings.trim,
+        expander=GraphExpander(graph) if graph is not None else None,
+        graph_params=fitted.graph,
     )

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from retrieval.budget import TrimParams
+from retrieval.hybrid import GraphParams
 from retrieval.rerank import RerankParams
 from retrieval.weighting import WeightingParams
 
@@ -20,9 +21,15 @@ class FittedParams:
     weighting: WeightingParams
     rerank: RerankParams
     trim: TrimParams
+    graph: GraphParams = GraphParams()
 
     def as_json(self) -> dict:
-        return {"weighting": asdict(self.weighting), "rerank": asdict(self.rerank), "trim": asdict(self.trim)}
+        return {
+            "weighting": asdict(self.weighting),
+            "rerank": asdict(self.rerank),
+            "trim": asdict(self.trim),
+            "graph": asdict(self.graph),
+        }
 
 
 def parse_fitted(data: dict) -> FittedParams:
@@ -30,6 +37,7 @@ def parse_fitted(data: dict) -> FittedParams:
         weighting=WeightingParams(**data["weighting"]),
         rerank=RerankParams(**data.get("rerank", {})),
         trim=TrimParams(**data.get("trim", {})),
+        graph=GraphParams(**data.get("graph", {})),
     )
 
 

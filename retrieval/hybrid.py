@@ -33,6 +33,27 @@ CANDIDATE_DEPTH = 50
 REFERENCE_TOP_K = 10
 
 
+class GraphExpander(Protocol):
+    """Query-time graph expansion (``kg.expand.GraphExpander``)."""
+
+    def question_entities(self, tenant: str, question: str) -> list[str]: ...
+
+    def expand(
+        self, tenant: str, question: str, seed_chunk_ids: Sequence[str] = (), hops: int = 2, limit: int = 50
+    ) -> list[ScoredId]: ...
+
+
+@dataclass(frozen=True)
+class GraphParams:
+    """The graph's list joins the fusion with ``weight`` when the question names at least
+    ``min_entities`` graph entities; the expansion starts from them and the ``seeds`` best fused chunks."""
+
+    weight: float = 0.3
+    min_entities: int = 1
+    seeds: int = 3
+    depth: int = 30
+
+
 class ChunkSource(Protocol):
     def chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
 
@@ -48,6 +69,8 @@ class Candidates:
     lexical_scores: dict[str, float]
     dense_scores: dict[str, float]
     stage_ms: dict[str, float] = field(default_factory=dict)
+    tenant: str = ""
+    vector: np.ndarray | None = None
 
 
 class HybridRetriever:
@@ -63,6 +86,8 @@ class HybridRetriever:
         trim_params: TrimParams,
         mode: Literal["hybrid", "dense"] = "hybrid",
         trim: bool = True,
+        expander: GraphExpander | None = None,
+        graph_params: GraphParams = GraphParams(),
     ) -> None:
         """``mode="dense"`` with no reranker and ``trim=False`` is the naive baseline (dense top-k, whole
         chunks) that the eval harness compares against, run by this same class."""
@@ -70,6 +95,8 @@ class HybridRetriever:
             raise ValueError("the dense-only mode is the unreranked baseline: pass reranker=None")
         self.mode = mode
         self.trim_enabled = trim
+        self._expander = expander
+        self.graph_params = graph_params
         self._embedder = embedder
         self._dense = dense
         self._lexical = lexical
@@ -115,6 +142,8 @@ class HybridRetriever:
                 "dense": (after_dense - after_bm25) * 1000,
                 "complete": (done - after_dense) * 1000,
             },
+            tenant,
+            vector,
         )
 
     def weigh(self, candidates: Candidates) -> FusionWeights:
@@ -128,6 +157,36 @@ class HybridRetriever:
         return standardized_combination(
             [candidates.lexical_scores, candidates.dense_scores], [weights.bm25, weights.dense]
         )
+
+    def with_graph(
+        self, candidates: Candidates, fused: Sequence[ScoredId], weights: FusionWeights, params: GraphParams | None = None
+    ) -> tuple[list[ScoredId], dict[str, object]]:
+        """The fusion again with a third list, the chunks the knowledge graph reaches from the question's
+        entities and the best fused chunks (the second hop of a multi-hop question); a question that
+        names no graph entity keeps the fused list."""
+        p = params or self.graph_params
+        if self._expander is None or p.weight == 0.0:
+            return list(fused), {"weight": 0.0, "reason": "no graph"}
+        tenant, question = candidates.tenant, candidates.question
+        entities = self._expander.question_entities(tenant, question)
+        if len(entities) < p.min_entities:
+            return list(fused), {"weight": 0.0, "reason": "the question names no graph entity"}
+        seeds = [hit.chunk_id for hit in fused[: p.seeds]]
+        reached = self._expander.expand(tenant, question, seeds, limit=p.depth)
+        if not reached:
+            return list(fused), {"weight": 0.0, "reason": "the graph reached no chunk"}
+        lexical, dense = dict(candidates.lexical_scores), dict(candidates.dense_scores)
+        new = [hit.chunk_id for hit in reached if hit.chunk_id not in lexical]
+        if new:
+            lexical.update(self._lexical.score(tenant, question, new))
+            vector = candidates.vector if candidates.vector is not None else self._embedder.embed_query(question)
+            dense.update(self._dense.score(tenant, vector, new))
+        graph = dict.fromkeys(lexical, 0.0) | {hit.chunk_id: hit.score for hit in reached}
+        g = p.weight
+        ranking = standardized_combination(
+            [lexical, dense, graph], [weights.bm25 * (1 - g), weights.dense * (1 - g), g]
+        )
+        return ranking, {"weight": g, "entities": entities[:10], "reached": len(reached), "new": len(new)}
 
     def hydrate(self, ranking: Sequence[ScoredId], n: int) -> dict[str, Chunk]:
         return self._chunks.chunks([hit.chunk_id for hit in ranking[:n]])
@@ -186,8 +245,8 @@ class HybridRetriever:
         started = time.perf_counter()
         candidates = self.candidates(tenant, question, query_vector=query_vector)
         weights = self.weigh(candidates)
-        fused = self.fuse(candidates, weights)
-        chunks = self.hydrate(fused, max(self.rerank_params.max_pairs, top_k * 2))
+        fused, graph_debug = self.with_graph(candidates, self.fuse(candidates, weights), weights)
+        chunks = self.hydrate(fused, max(self.rerank_params.max_pairs, top_k * 2, REFERENCE_TOP_K))
         after_fuse = time.perf_counter()
         reranked = self.rerank(candidates, fused, chunks, weights)
         after_rerank = time.perf_counter()
@@ -214,6 +273,7 @@ class HybridRetriever:
                 "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},
                 "reason": weights.reason,
                 "evidence": weights.evidence.as_dict(),
+                "graph": graph_debug,
                 "rerank": {"pairs": reranked.pairs, "weight": round(reranked.weight, 4)},
                 "trim": {
                     "enabled": self.trim_enabled,
