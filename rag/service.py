@@ -32,7 +32,7 @@ from rag.router import CascadeRouter, load_routing
 from rag.settings import Settings
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
-from retrieval.rerank import BatchedReranker, OnnxCrossEncoder, Reranker
+from retrieval.rerank import OnnxCrossEncoder, Reranker
 from retrieval.tokenize import tokenize
 from retrieval.weighting import QueryWeigher
 
@@ -72,9 +72,8 @@ class Service:
     graph: KnowledgeGraph | None
     embedder: SentenceTransformerEmbedder
     reranker: OnnxCrossEncoder
-    # What the query path calls: the same models behind the micro-batcher when batching is on.
+    # What the query path embeds with: the same model behind the micro-batcher when batching is on.
     query_embedder: Embedder
-    query_reranker: Reranker
     cache: SemanticCache | None
     llms: dict[str, LLM]
     ledger: UsageLedger
@@ -113,11 +112,9 @@ class Service:
         # rerank_trim) shares it; it costs nothing until warm_up.
         reranker = OnnxCrossEncoder(threads=settings.llm_threads)
         query_embedder: Embedder = embedder
-        query_reranker: Reranker = reranker
         if settings.batching:
             query_embedder = BatchedQueryEmbedder(embedder, settings.batch_max_size, settings.batch_max_wait_ms)
-            query_reranker = BatchedReranker(reranker, settings.batch_max_size, settings.batch_max_wait_ms)
-        retriever = _retriever(settings, query_embedder, dense, lexical, registry, query_reranker, graph)
+        retriever = _retriever(settings, query_embedder, dense, lexical, registry, reranker, graph)
         ledger = UsageLedger()
         service = cls(
             settings=settings,
@@ -128,7 +125,6 @@ class Service:
             embedder=embedder,
             reranker=reranker,
             query_embedder=query_embedder,
-            query_reranker=query_reranker,
             cache=cache,
             llms=llms,
             ledger=ledger,
@@ -147,7 +143,7 @@ class Service:
         runs each named configuration (naive top-k, hybrid, routed, …) through the service's own code.
         Only query-time settings take effect; the stores and the data dir stay this service's."""
         retriever = _retriever(
-            settings, self.query_embedder, self.dense, self.lexical, self.registry, self.query_reranker, self.graph
+            settings, self.query_embedder, self.dense, self.lexical, self.registry, self.reranker, self.graph
         )
         return QueryPipeline(settings, retriever, self.llms, self.query_embedder.embed_query, cache, _router())
 
@@ -164,9 +160,8 @@ class Service:
                 self.llms[tier].warm_up()
 
     def close(self) -> None:
-        for batched in (self.query_embedder, self.query_reranker):
-            if isinstance(batched, (BatchedQueryEmbedder, BatchedReranker)):
-                batched.close()
+        if isinstance(self.query_embedder, BatchedQueryEmbedder):
+            self.query_embedder.close()
         if self.cache is not None:
             self.cache.close()
         self.dense.close()

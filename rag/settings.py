@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     # The knowledge graph (kg/): entities and relations extracted from every chunk at index time.
     kg_enabled: bool = True
 
-    # Micro-batching: concurrent requests share the query embedder's and the cross-encoder's forward
-    # passes (rag/batching.py): at most batch_max_size requests, gathered within batch_max_wait_ms.
+    # Micro-batching: concurrent requests share the query embedder's forward passes (rag/batching.py):
+    # at most batch_max_size requests, gathered within batch_max_wait_ms.
     batching: bool = False
     batch_max_size: int = Field(default=16, ge=1, le=256)
     batch_max_wait_ms: float = Field(default=2.0, ge=0, le=100)

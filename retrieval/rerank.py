@@ -17,7 +17,6 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from rag.batching import DynamicBatcher
 from rag.errors import ModelUnavailable
 from rag.types import ScoredId
 
@@ -107,40 +106,6 @@ class OnnxCrossEncoder:
         (logits,) = self._session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})
         self.model_seconds += time.perf_counter() - started
         return logits.reshape(len(pairs), -1)[:, 0]
-
-
-class BatchedReranker:
-    """A cross-encoder whose calls from concurrent requests share forward passes (``rag.batching``):
-    each request's pairs join one list, scored in the model's own batches, and are split back."""
-
-    def __init__(self, model: OnnxCrossEncoder, max_batch: int, max_wait_ms: float) -> None:
-        self._model = model
-        self.batcher: DynamicBatcher[tuple[str, tuple[str, ...]], np.ndarray] = DynamicBatcher(
-            self._score_requests, max_batch, max_wait_ms, "rerank"
-        )
-
-    @property
-    def model_seconds(self) -> float:
-        return self._model.model_seconds
-
-    def warm_up(self) -> None:
-        self._model.warm_up()
-
-    def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        if not passages:
-            return np.zeros(0, dtype=np.float32)
-        return self.batcher.submit((query, tuple(passages)))
-
-    def _score_requests(self, requests: Sequence[tuple[str, tuple[str, ...]]]) -> list[np.ndarray]:
-        logits = self._model.score_pairs([(query, p) for query, passages in requests for p in passages])
-        out, start = [], 0
-        for _, passages in requests:
-            out.append(logits[start : start + len(passages)])
-            start += len(passages)
-        return out
-
-    def close(self) -> None:
-        self.batcher.close()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Micro-batching on loopback: the service with batching off, then on, each in its own process; one
 client alone, then N concurrent clients (a bounded number of requests each) on ``POST /v1/retrieve``
-(query embedding and cross-encoder rerank: the two batched models).
+(query embedding, the batched model, then rerank).
 
     .venv/bin/python scripts/bench_batching.py --data-dir data/eval/scifact-50e359b9afae \\
         --dataset ../shared/datasets/scifact --clients 16 --requests 12
