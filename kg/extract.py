@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import re
-import threading
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from rag.jieba_loader import jieba_module
 from rag.sentences import sentence_spans
 from rag.types import Chunk
 
@@ -87,8 +86,6 @@ _HONORIFICS = frozenset(
 )
 _CJK_TAGS = ("nr", "ns", "nt", "nz")
 
-_jieba_lock = threading.Lock()
-_posseg: Any = None
 
 
 @dataclass(frozen=True)
@@ -308,18 +305,11 @@ def _chinese_spans(text: str) -> list[Span]:
 
 
 def _pos_tagger() -> Any:
-    """jieba's part-of-speech tagger, loaded on the first Han text (about 1 s), start-up chatter silenced."""
-    global _posseg
-    if _posseg is None:
-        with _jieba_lock:
-            if _posseg is None:
-                import jieba
-                import jieba.posseg
+    """jieba's part-of-speech tagger over the shared, once-loaded segmenter (``rag.jieba_loader``)."""
+    jieba_module()
+    import jieba.posseg
 
-                jieba.setLogLevel(logging.WARNING)
-                jieba.dt.initialize()
-                _posseg = jieba.posseg.dt
-    return _posseg
+    return jieba.posseg.dt
 
 
 def _by_sentence(spans: list[Span], sentences: list[tuple[int, int]]) -> list[list[Span]]:

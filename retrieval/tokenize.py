@@ -20,13 +20,14 @@ Terms never contain whitespace, so callers may store them space-joined.
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import threading
 import unicodedata
 from typing import Any
 
 import Stemmer
+
+from rag.jieba_loader import jieba_module
 
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
 _KANA_HANGUL = "\u3040-\u30fa\u30fc-\u30ff\u31f0-\u31ff\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"
@@ -56,8 +57,6 @@ CJK_STOPWORDS = frozenset(
 )
 
 _stemmers = threading.local()
-_jieba_lock = threading.Lock()
-_jieba: Any = None
 
 
 def tokenize(text: str) -> list[str]:
@@ -105,14 +104,5 @@ def _stemmer() -> Stemmer.Stemmer:
 
 
 def _segmenter() -> Any:
-    """jieba's tokenizer, loaded on first Chinese text (about 1 s) with its start-up chatter silenced."""
-    global _jieba
-    if _jieba is None:
-        with _jieba_lock:
-            if _jieba is None:
-                import jieba
-
-                jieba.setLogLevel(logging.WARNING)
-                jieba.dt.initialize()
-                _jieba = jieba.dt
-    return _jieba
+    """jieba's tokenizer (``rag.jieba_loader``: loaded once, on the first Chinese text)."""
+    return jieba_module().dt
