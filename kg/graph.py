@@ -24,6 +24,7 @@ import networkx as nx
 
 from kg.extract import ChunkGraph, Mention, Relation, extract, normalize, title_key
 from rag.errors import NotFound
+from rag.sqlite_count import count_rows
 from rag.types import Chunk
 
 _SCHEMA = (
@@ -267,11 +268,8 @@ class KnowledgeGraph:
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
         """Mention rows: one per (chunk, entity, surface form, title or not)."""
-        filters = {"tenant": tenant, "document_id": document_id}
-        where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-        sql = "SELECT COUNT(*) FROM mentions" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            return self._conn.execute(sql, [v for v in filters.values() if v is not None]).fetchone()[0]
+            return count_rows(self._conn, "mentions", tenant, document_id)
 
     @contextlib.contextmanager
     def reading(self, tenant: str) -> Iterator[TenantGraph | None]:

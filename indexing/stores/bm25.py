@@ -28,6 +28,7 @@ import bm25s
 import numpy as np
 from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
 
+from rag.sqlite_count import count_rows
 from rag.types import Chunk, ScoredId
 from retrieval.tokenize import tokenize
 
@@ -183,11 +184,8 @@ class BM25Store:
         return tokenize(query)
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
-        filters = {"tenant": tenant, "document_id": document_id}
-        where = [f"{column} = ?" for column, value in filters.items() if value is not None]
-        sql = "SELECT COUNT(*) FROM chunks" + (" WHERE " + " AND ".join(where) if where else "")
         with self._lock:
-            return self._conn.execute(sql, [v for v in filters.values() if v is not None]).fetchone()[0]
+            return count_rows(self._conn, "chunks", tenant, document_id)
 
     def close(self) -> None:
         with self._lock:
