@@ -7,6 +7,7 @@ so ``GET /v1/usage`` and ``/metrics`` always equal the sum of the responses.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -92,11 +93,11 @@ class UsageLedger:
 
     def totals(self) -> UsageTotals:
         with self._lock:
-            return UsageTotals(**{k: _copy(v) for k, v in vars(self._total).items()})
+            return copy.deepcopy(self._total)
 
     def tenants(self) -> dict[str, UsageTotals]:
         with self._lock:
-            return {t: UsageTotals(**{k: _copy(v) for k, v in vars(u).items()}) for t, u in self._tenants.items()}
+            return copy.deepcopy(self._tenants)
 
     def spent_today(self, tenant: str) -> float:
         with self._lock:
@@ -122,9 +123,3 @@ class UsageLedger:
                 resets_at=resets,
             )
         return "cheap_only" if spent >= cheap_only_from * limit_usd else "normal"
-
-
-def _copy(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: (TierTotals(**vars(v)) if isinstance(v, TierTotals) else v) for k, v in value.items()}
-    return value

@@ -90,9 +90,8 @@ class Service:
             settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
         )
         registry = SqliteRegistry(settings.data_dir / "registry.sqlite")
-        qdrant_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         dense = open_dense_store(
-            settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, qdrant_key
+            settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key
         )
         lexical = BM25Store(settings.data_dir / "bm25")
         graph = KnowledgeGraph(settings.data_dir / "graph.sqlite") if settings.kg_enabled else None
@@ -175,8 +174,7 @@ class Service:
 def open_answer_cache(settings: Settings, directory: Path, dim: int) -> SemanticCache:
     """The answer cache's entries and its question index under ``directory`` (or on the configured
     Qdrant server). The eval harness opens a fresh one per run, so runs never share answers."""
-    qdrant_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-    index = open_dense_store(directory, CACHE_COLLECTION, dim, settings.qdrant_url, qdrant_key)
+    index = open_dense_store(directory, CACHE_COLLECTION, dim, settings.qdrant_url, settings.qdrant_key)
     return SemanticCache(
         directory / "cache.sqlite",
         index,

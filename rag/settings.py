@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def qdrant_key(self) -> str | None:
+        """The Qdrant API key in clear, for the client that sends it."""
+        return self.qdrant_api_key.get_secret_value() if self.qdrant_api_key else None
+
+    @property
     def models_dir(self) -> Path:
         """Where packaged model parts are assembled once (the GGUF files)."""
         return self.model_dir or self.data_dir / "models"

@@ -228,11 +228,8 @@ class HybridRetriever:
         token_budget: int,
         params: TrimParams | None = None,
     ) -> list[Passage]:
-        passages = [
-            Passage(chunks[hit.chunk_id], max(0.0, hit.score)) for hit in ranking if hit.chunk_id in chunks
-        ]
         return trim_to_budget(
-            passages[:top_k], token_budget, candidates.terms, tokenize, params or self.trim_params
+            _whole(ranking, chunks, top_k), token_budget, candidates.terms, tokenize, params or self.trim_params
         )
 
     # -- the service's path -------------------------------------------------------------------------
