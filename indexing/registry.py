@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
+from rag.sqlite_util import transaction
 from rag.types import Chunk, DocumentRecord
 
 PENDING, INDEXED, DELETING = "pending", "indexed", "deleting"
@@ -98,14 +99,8 @@ class SqliteRegistry:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, transaction(self._conn) as conn:
+            yield conn
 
     def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
         """Record a document as pending, with its chunks, before any other store is written."""

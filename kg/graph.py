@@ -24,7 +24,7 @@ import networkx as nx
 
 from kg.extract import ChunkGraph, Mention, Relation, extract, normalize, title_key
 from rag.errors import NotFound
-from rag.sqlite_count import count_rows
+from rag.sqlite_util import count_rows, transaction
 from rag.types import Chunk
 
 _SCHEMA = (
@@ -369,15 +369,9 @@ class KnowledgeGraph:
                 )
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, transaction(self._conn) as conn:
+            yield conn
 
 
 def _group(graphs: Sequence[ChunkGraph]) -> dict[str, list[str]]:

@@ -21,14 +21,14 @@ import shutil
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import bm25s
 import numpy as np
 from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
 
-from rag.sqlite_count import count_rows
+from rag.sqlite_util import count_rows, transaction
 from rag.types import Chunk, ScoredId
 from retrieval.tokenize import tokenize
 
@@ -136,7 +136,7 @@ class BM25Store:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=10000")
-        with self._transaction("BEGIN IMMEDIATE"):
+        with transaction(self._conn):
             for statement in _SCHEMA:
                 self._conn.execute(statement)
             self._conn.execute(
@@ -152,7 +152,7 @@ class BM25Store:
         if not chunks:
             return
         rows = [(c.id, c.document_id, c.tenant, " ".join(tokenize(t))) for c, t in zip(chunks, texts)]
-        with self._lock, self._transaction("BEGIN IMMEDIATE"):
+        with self._lock, transaction(self._conn):
             self._conn.executemany(
                 "INSERT OR REPLACE INTO chunks (chunk_id, document_id, tenant, tokens) VALUES (?, ?, ?, ?)",
                 rows,
@@ -160,7 +160,7 @@ class BM25Store:
             self._conn.execute("UPDATE state SET generation = generation + 1")
 
     def delete_document(self, tenant: str, document_id: str) -> int:
-        with self._lock, self._transaction("BEGIN IMMEDIATE"):
+        with self._lock, transaction(self._conn):
             removed = self._conn.execute(
                 "DELETE FROM chunks WHERE tenant = ? AND document_id = ?", (tenant, document_id)
             ).rowcount
@@ -205,7 +205,7 @@ class BM25Store:
         return json.dumps({"store": store_id, "generation": generation, **self._params}, sort_keys=True)
 
     def _rebuild(self) -> _Snapshot:
-        with self._transaction("BEGIN"):  # one read snapshot: the stamp matches the rows
+        with transaction(self._conn, "BEGIN"):  # one read snapshot: the stamp matches the rows
             stamp = self._read_stamp()
             rows = self._conn.execute("SELECT chunk_id, tenant, tokens FROM chunks ORDER BY seq").fetchall()
         chunk_ids, tenants, tokens = (list(column) for column in zip(*rows)) if rows else ([], [], [])
@@ -248,15 +248,6 @@ class BM25Store:
         self.loads += 1
         return _Snapshot(stamp, retriever, meta["chunk_ids"], meta["tenants"])
 
-    @contextlib.contextmanager
-    def _transaction(self, begin: str) -> Iterator[None]:
-        self._conn.execute(begin)
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
 
 
 def _build_retriever(

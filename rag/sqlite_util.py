@@ -1,8 +1,23 @@
-"""The one filtered row count every SQLite-backed store answers ``count(tenant, document_id)`` with."""
+"""What every SQLite-backed store shares: one transaction shape and one filtered row count."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    """``begin`` … COMMIT, or ROLLBACK if anything (even an interrupt) escapes. The connection must be in
+    autocommit mode (``isolation_level=None``); the caller holds its own lock."""
+    conn.execute(begin)
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def count_rows(conn: sqlite3.Connection, table: str, tenant: str | None, document_id: str | None) -> int:
