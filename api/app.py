@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.routers import documents, graph, health, query, usage
 from rag import __version__
+from rag.keys import KEYS_FILE, Authenticator, KeyStore
 from rag.service import Service
 from rag.settings import Settings, get_settings
 
@@ -20,11 +21,15 @@ def create_app(settings: Settings | None = None, warm_generation: bool = True) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = Service.open(settings)
+        keys = KeyStore(settings.data_dir / KEYS_FILE) if settings.auth == "api_keys" else None
         try:
             service.warm_up(generation=warm_generation)
             app.state.service = service
+            app.state.authenticator = Authenticator(keys, settings.api_keys) if keys else None
             yield
         finally:
+            if keys:
+                keys.close()
             service.close()
 
     app = FastAPI(

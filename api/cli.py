@@ -16,6 +16,7 @@ from tqdm import tqdm
 from indexing.indexer import IngestOutcome, Upload
 from indexing.loaders import MEDIA_TYPES
 from rag.errors import RagError
+from rag.keys import KEYS_FILE, KeyStore, bearer_headers, ensure_first_key
 from rag.settings import Settings, get_settings
 from rag.types import DEFAULT_TENANT
 
@@ -23,7 +24,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 UrlOption = Annotated[
     Optional[str],
-    typer.Option("--url", envvar="RAG_URL", help="send the command to a running service, e.g. http://127.0.0.1:8000"),
+    typer.Option(
+        "--url",
+        envvar="RAG_URL",
+        help="send the command to a running service, e.g. http://127.0.0.1:8000, with the key in RAG_API_KEY",
+    ),
+]
+TenantOption = Annotated[
+    str, typer.Option(help="act for this tenant (in-process only; over --url the API key decides)")
 ]
 
 
@@ -48,7 +56,7 @@ def _http(url: str, method: str, path: str, **kwargs: object) -> dict:
     import httpx
 
     try:
-        response = httpx.request(method, url.rstrip("/") + path, timeout=600, **kwargs)
+        response = httpx.request(method, url.rstrip("/") + path, timeout=600, headers=bearer_headers(), **kwargs)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}")
     body = response.json()
@@ -82,6 +90,14 @@ def serve(
 
     settings = get_settings()
     typer.echo(f"data dir: {settings.data_dir}; dense store: {settings.qdrant_url or 'embedded (qdrant-edge)'}")
+    if settings.auth == "off":
+        typer.secho("auth is off (development mode): every caller is the default tenant", fg=typer.colors.YELLOW)
+    else:
+        store = KeyStore(settings.data_dir / KEYS_FILE)
+        first = ensure_first_key(store, settings.api_keys, DEFAULT_TENANT)
+        store.close()
+        if first:
+            typer.echo(f"first start: created the api key of tenant '{DEFAULT_TENANT}' (shown once): {first}")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
@@ -91,7 +107,11 @@ def _print_outcome(outcome: IngestOutcome) -> None:
 
 
 @app.command()
-def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directories")], url: UrlOption = None) -> None:
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories")],
+    url: UrlOption = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> None:
     """Index documents (PDF, HTML, DOCX, Markdown, text), with a progress bar."""
     files = _files(paths)
     if not files:
@@ -115,7 +135,7 @@ def ingest(paths: Annotated[list[Path], typer.Argument(help="files or directorie
 
             with _service(get_settings(), generation=False) as service:
                 uploads = (Upload(str(path), path.read_bytes()) for path in files)
-                service.indexer.add_many(uploads, DEFAULT_TENANT, on_done=on_done)
+                service.indexer.add_many(uploads, tenant, on_done=on_done)
     if rejected:
         raise typer.Exit(code=2)
 
@@ -127,6 +147,7 @@ def ask(
     top_k: Annotated[Optional[int], typer.Option(help="passages to retrieve")] = None,
     token_budget: Annotated[Optional[int], typer.Option(help="context tokens at most")] = None,
     url: UrlOption = None,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Answer a question from the indexed documents, with citations and usage."""
     if url:
@@ -135,7 +156,7 @@ def ask(
         from api.schemas import QueryResponse
 
         with _service(get_settings(), generation=True) as service:
-            answer = service.pipeline.answer(question, DEFAULT_TENANT, top_k, token_budget)
+            answer = service.pipeline.answer(question, tenant, top_k, token_budget)
         body = QueryResponse.of(answer).model_dump()
     if as_json:
         typer.echo(json.dumps(body, ensure_ascii=False, indent=2))
@@ -152,7 +173,9 @@ def ask(
 
 @app.command()
 def docs(
-    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False, url: UrlOption = None
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+    url: UrlOption = None,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """List the indexed documents."""
     if url:
@@ -161,7 +184,7 @@ def docs(
         from api.schemas import DocumentOut
 
         with _service(get_settings(), generation=False) as service:
-            documents = [DocumentOut.of(r).model_dump() for r in service.registry.list(DEFAULT_TENANT)]
+            documents = [DocumentOut.of(r).model_dump() for r in service.registry.list(tenant)]
     if as_json:
         typer.echo(json.dumps(documents, ensure_ascii=False, indent=2))
         return
@@ -171,15 +194,63 @@ def docs(
 
 
 @app.command()
-def delete(document_id: Annotated[str, typer.Argument(help="the document's id")], url: UrlOption = None) -> None:
+def delete(
+    document_id: Annotated[str, typer.Argument(help="the document's id")],
+    url: UrlOption = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> None:
     """Delete a document from every store."""
     if url:
         _http(url, "DELETE", f"/v1/documents/{document_id}")
     else:
         with _service(get_settings(), generation=False) as service:
-            if not service.indexer.delete(DEFAULT_TENANT, document_id):
+            if not service.indexer.delete(tenant, document_id):
                 _fail(f"no document {document_id}")
     typer.echo(f"deleted {document_id}")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store() -> KeyStore:
+    return KeyStore(get_settings().data_dir / KEYS_FILE)
+
+
+@keys_app.command("create")
+def keys_create(tenant: Annotated[str, typer.Option(help="the tenant the key acts for")]) -> None:
+    """Create a key; it is printed once, alone on the last line, and stored only as a digest."""
+    store = _key_store()
+    try:
+        key = store.create(tenant)
+    finally:
+        store.close()
+    typer.echo(f"created a key for tenant '{tenant}'; store it now, it cannot be shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The keys by label (their first characters), tenant and creation time."""
+    store = _key_store()
+    try:
+        for info in store.list():
+            typer.echo(f"{info.label}…  {info.tenant:24}  {info.created_at}")
+    finally:
+        store.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(label: Annotated[str, typer.Argument(help="the label `rag keys list` shows")]) -> None:
+    """Revoke a key; a running service refuses it from the next request."""
+    store = _key_store()
+    try:
+        removed = store.revoke(label.rstrip("…"))
+    finally:
+        store.close()
+    if not removed:
+        _fail(f"no key labelled {label}")
+    typer.echo(f"revoked {removed} key(s)")
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure the service on a dataset in the shared format.")

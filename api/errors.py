@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from datetime import datetime, timezone
 
-from rag.errors import BudgetExceeded, RagError
+from rag.errors import BudgetExceeded, RagError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if isinstance(exc, BudgetExceeded) and isinstance(exc.resets_at, datetime):
             wait = (exc.resets_at - datetime.now(timezone.utc)).total_seconds()
             response.headers["Retry-After"] = str(max(1, int(wait)))
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -148,8 +148,6 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-    documents: int
-    chunks: int
     version: str
 
 
@@ -178,8 +176,8 @@ class UsageTotalsOut(BaseModel):
 
 class UsageReport(BaseModel):
     since: str = Field(description="when the service started (UTC): totals count from then")
+    tenant: str = Field(description="the caller's tenant; no other tenant's usage is shown")
     total: UsageTotalsOut
-    tenants: dict[str, UsageTotalsOut]
 
 
 class RetrieveRequest(BaseModel):

@@ -36,6 +36,7 @@ from evals.bench import percentile
 from evals.corpus_index import corpus_uploads, document_ids_by_corpus_id, indexed_corpus
 from evals.datasets import Dataset, Query, load_dataset
 from evals.qa_metrics import exact_match, f1, paired_bootstrap_ci
+from rag.keys import bearer_headers
 from rag.service import Service, open_answer_cache
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT, Answer
@@ -239,13 +240,15 @@ def run(
     return report_json(dataset, queries, results, settings)
 
 
-def run_remote(dataset_dir: Path, url: str, limit: int | None = None, timeout_s: float = 600) -> dict:
+def run_remote(
+    dataset_dir: Path, url: str, limit: int | None = None, timeout_s: float = 600, api_key: str | None = None
+) -> dict:
     """The same questions sent to a running service over HTTP; its corpus is uploaded first if missing."""
     import httpx
 
     dataset = load_dataset(dataset_dir)
     queries = list(dataset.queries[:limit] if limit else dataset.queries)
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s) as client:
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, headers=bearer_headers(api_key)) as client:
         corpus_id_of = _ensure_remote_corpus(client, dataset)
         result = PipelineResult("service")
         for query in tqdm(queries, unit="q", desc="    service", file=sys.stderr):

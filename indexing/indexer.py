@@ -18,10 +18,10 @@ from typing import Callable, Iterable, Literal, Protocol, Sequence
 from indexing.chunking import Chunker
 from indexing.embedding import Embedder
 from indexing.loaders import detect_media_type, load_document
-from indexing.registry import INDEXED, DocumentRegistry, utc_now
+from indexing.registry import INDEXED, DocumentRegistry
 from indexing.stores.base import DenseStore, GraphStore, LexicalStore
 from rag.errors import PayloadTooLarge, RagError, StoreError
-from rag.types import Chunk, DocumentRecord
+from rag.types import Chunk, DocumentRecord, utc_now
 
 log = logging.getLogger(__name__)
 

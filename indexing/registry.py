@@ -10,12 +10,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 from rag.sqlite_util import transaction
-from rag.types import Chunk, DocumentRecord
+from rag.types import Chunk, DocumentRecord, utc_now
 
 PENDING, INDEXED, DELETING = "pending", "indexed", "deleting"
 
@@ -78,10 +77,6 @@ class DocumentRegistry(Protocol):
     def unfinished(self) -> list[tuple[str, str]]: ...
 
     def close(self) -> None: ...
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class SqliteRegistry:

@@ -36,6 +36,13 @@ class InvalidRequest(RagError):
     code = "invalid_request"
 
 
+class Unauthorized(RagError):
+    """No API key, or one that names no tenant."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(RagError):
     status_code = 404
     code = "not_found"

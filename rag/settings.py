@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
 
+    # "api_keys": every /v1 route needs `Authorization: Bearer <key>` and acts for the key's tenant;
+    # "off" is a development mode in which every caller is the default tenant.
+    auth: Literal["api_keys", "off"] = "api_keys"
+    # Keys given by configuration, one per tenant: RAG_API_KEYS='{"acme": "<key>"}'. Held as digests only.
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
     embedding_model: Literal["all-minilm-l6-v2"] = "all-minilm-l6-v2"
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
 

@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from evals.bench import percentile
+from rag.keys import bearer_headers
+
+# The served process gets this key by configuration; nothing is written to the data dir's key store.
+BENCH_KEY = "bench-batching-key"
 
 
 def free_port() -> int:
@@ -42,6 +46,7 @@ def start(data_dir: Path, batching: bool, port: int) -> subprocess.Popen:
         "RAG_MODEL_DIR": str(REPO / "data" / "models"),
         "RAG_BATCHING": "true" if batching else "false",
         "RAG_CACHE_ENABLED": "false",
+        "RAG_API_KEYS": json.dumps({"default": BENCH_KEY}),
     }
     process = subprocess.Popen(
         [str(REPO / ".venv" / "bin" / "rag"), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -71,14 +76,14 @@ def ask(client: httpx.Client, question: str) -> float:
 
 
 def measure(url: str, questions: list[str], clients: int, per_client: int) -> dict:
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120, headers=bearer_headers(BENCH_KEY)) as client:
         for q in questions[:3]:
             ask(client, q)  # warm
         single = [ask(client, q) for q in questions[: max(30, per_client)]]
 
     def worker(index: int) -> list[float]:
         own = questions[index * per_client : (index + 1) * per_client]
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, headers=bearer_headers(BENCH_KEY)) as client:
             return [ask(client, q) for q in own]
 
     started = time.perf_counter()

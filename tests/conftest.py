@@ -13,7 +13,9 @@ import httpx
 import pytest
 import uvicorn
 
+from rag.keys import KEYS_FILE, KeyStore, bearer_headers
 from rag.settings import Settings
+from rag.types import DEFAULT_TENANT
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = (REPO.parent / "shared" / "datasets").resolve()
@@ -48,6 +50,9 @@ class LiveServer:
     def __init__(self, settings: Settings) -> None:
         from api.app import create_app
 
+        self._keys = KeyStore(settings.data_dir / KEYS_FILE) if settings.auth == "api_keys" else None
+        self.key = self.key_for(DEFAULT_TENANT) if self._keys else None
+        self.auth_headers = bearer_headers(self.key) if self.key else {}
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -66,6 +71,13 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=60)
+        if self._keys:
+            self._keys.close()
+
+    def key_for(self, tenant: str) -> str:
+        """A new API key of the tenant, as `rag keys create` makes it (the running server sees it)."""
+        assert self._keys is not None, "auth is off on this server"
+        return self._keys.create(tenant)
 
     @property
     def service(self):
@@ -81,5 +93,5 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 @pytest.fixture()
 def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server.url, timeout=300) as http:
+    with httpx.Client(base_url=live_server.url, timeout=300, headers=live_server.auth_headers) as http:
         yield http

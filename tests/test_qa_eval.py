@@ -104,7 +104,7 @@ def test_unknown_or_contradictory_pipelines_fail_before_any_work(tmp_path: Path)
 
 def test_the_same_questions_over_http_read_the_service_usage_blocks(dataset_dir: Path, tmp_path: Path) -> None:
     with LiveServer(settings(tmp_path / "served")) as server:
-        report = qa.run_remote(dataset_dir, server.url, limit=N_QUESTIONS)
+        report = qa.run_remote(dataset_dir, server.url, limit=N_QUESTIONS, api_key=server.key)
         documents = server.service.registry.list("default")
     assert len(documents) == sum(1 for _ in (dataset_dir / "corpus.jsonl").open())  # the corpus was uploaded
     assert set(report["pipelines"]) == {"service"}

@@ -1,4 +1,4 @@
-"""/v1/usage and /metrics: the ledger's totals since start, as JSON and as Prometheus text."""
+"""/v1/usage and /metrics: the caller's tenant's totals since start, as JSON and as Prometheus text."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 
-from api.deps import get_service
+from api.deps import get_service, get_tenant
 from api.schemas import UsageReport, UsageTotalsOut
 from rag.ledger import UsageTotals
 from rag.service import Service
@@ -16,13 +16,21 @@ from rag.service import Service
 router = APIRouter(tags=["usage"])
 
 
+def _own(service: Service, tenant: str) -> dict[str, UsageTotals]:
+    """A tenant sees its own counters only."""
+    totals = service.ledger.tenants().get(tenant)
+    return {tenant: totals} if totals is not None else {}
+
+
 @router.get("/v1/usage", response_model=UsageReport)
-def usage(service: Annotated[Service, Depends(get_service)]) -> UsageReport:
-    ledger = service.ledger
+def usage(
+    service: Annotated[Service, Depends(get_service)], tenant: Annotated[str, Depends(get_tenant)]
+) -> UsageReport:
+    own = _own(service, tenant).get(tenant, UsageTotals())
     return UsageReport(
-        since=datetime.fromtimestamp(ledger.started_at, tz=timezone.utc).isoformat(),
-        total=UsageTotalsOut(**ledger.totals().as_dict()),
-        tenants={t: UsageTotalsOut(**u.as_dict()) for t, u in ledger.tenants().items()},
+        since=datetime.fromtimestamp(service.ledger.started_at, tz=timezone.utc).isoformat(),
+        tenant=tenant,
+        total=UsageTotalsOut(**own.as_dict()),
     )
 
 
@@ -64,5 +72,8 @@ def prometheus_text(tenants: dict[str, UsageTotals]) -> str:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(service: Annotated[Service, Depends(get_service)]) -> PlainTextResponse:
-    return PlainTextResponse(prometheus_text(service.ledger.tenants()), media_type="text/plain; version=0.0.4")
+def metrics(
+    service: Annotated[Service, Depends(get_service)], tenant: Annotated[str, Depends(get_tenant)]
+) -> PlainTextResponse:
+    """The caller's tenant's counters; a scraper sends that tenant's key as a bearer token."""
+    return PlainTextResponse(prometheus_text(_own(service, tenant)), media_type="text/plain; version=0.0.4")
