@@ -209,6 +209,26 @@ def delete(
     typer.echo(f"deleted {document_id}")
 
 
+@app.command()
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="mend what differs, then check again")] = False,
+) -> None:
+    """Compare every store with the document registry; exit 1 if a difference remains."""
+    with _service(get_settings(), generation=False) as service:
+        differences = service.indexer.check()
+        for difference in differences:
+            typer.echo(difference.describe())
+        if differences and repair:
+            service.indexer.repair(differences)
+            differences = service.indexer.check()
+            for difference in differences:
+                typer.echo(f"still: {difference.describe()}")
+        documents = len(service.registry.census())
+    if differences:
+        _fail(f"{len(differences)} difference(s) between the registry and the stores")
+    typer.echo(f"consistent: {documents} documents agree in the registry and every store")
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create, list, revoke.")
 app.add_typer(keys_app, name="keys")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Literal, Protocol, Sequence
 
 from indexing.chunking import Chunker
+from indexing.consistency import GRAPH, CensusStore, Difference, find_differences
 from indexing.embedding import Embedder
 from indexing.loaders import detect_media_type, load_document
 from indexing.registry import INDEXED, DocumentRegistry
@@ -237,6 +238,53 @@ class Indexer:
             log.warning("purged %d interrupted document writes", len(unfinished))
         self._backfill_graph()
         return len(unfinished)
+
+    def _stores(self) -> dict[str, CensusStore]:
+        stores: dict[str, CensusStore] = {"bm25": self._lexical, "dense": self._dense}
+        if self._graph is not None:
+            stores[GRAPH] = self._graph
+        return stores
+
+    def _chunks_of(self, document_id: str) -> list[Chunk]:
+        chunks = self._registry.chunks(self._registry.chunk_ids(document_id=document_id))
+        return sorted(chunks.values(), key=lambda chunk: chunk.index)
+
+    def check(self) -> list[Difference]:
+        """Where the stores disagree with the registry (``indexing.consistency``)."""
+        graph = self._graph
+        with self._write_lock:
+            return find_differences(
+                self._registry,
+                self._stores(),
+                lambda _tenant, document_id: graph.rows_expected(self._chunks_of(document_id)) if graph else 0,
+            )
+
+    def repair(self, differences: Sequence[Difference]) -> None:
+        """Purge interrupted writes and orphans; write an indexed document's chunks again, from the
+        registry, into every store, when any store lacks some of them."""
+        stores = self._stores()
+        rewrite: dict[str, str] = {}
+        with self._write_lock:
+            for difference in differences:
+                if difference.problem == "unfinished":
+                    self._purge(difference.tenant, difference.document_id)
+                elif difference.problem == "orphan":
+                    stores[difference.store].delete_document(difference.tenant, difference.document_id)
+                else:
+                    rewrite[difference.document_id] = difference.tenant
+            for document_id, tenant in rewrite.items():
+                self._rewrite(tenant, document_id)
+
+    def _rewrite(self, tenant: str, document_id: str) -> None:
+        chunks = self._chunks_of(document_id)
+        texts = [indexed_text(chunk) for chunk in chunks]
+        for store in self._stores().values():
+            store.delete_document(tenant, document_id)
+        self._lexical.add(chunks, texts)
+        self._dense.upsert(chunks, self._embedder.embed_documents(texts))
+        if self._graph is not None:
+            self._graph.add(chunks)
+        log.warning("wrote the %d chunks of document %s again", len(chunks), document_id)
 
     def _backfill_graph(self, batch: int = 2000) -> None:
         """Documents indexed before the graph existed (an older data dir) get their graph here, once:

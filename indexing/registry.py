@@ -76,6 +76,8 @@ class DocumentRegistry(Protocol):
 
     def unfinished(self) -> list[tuple[str, str]]: ...
 
+    def census(self) -> dict[tuple[str, str], tuple[str, int]]: ...
+
     def close(self) -> None: ...
 
 
@@ -207,6 +209,15 @@ class SqliteRegistry:
             (row[0], row[1])
             for row in self._query("SELECT tenant, id FROM documents WHERE state != ?", (INDEXED,))
         ]
+
+    def census(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(tenant, document id) → (state, chunk rows) of every document: what the stores must agree with."""
+        rows = self._query(
+            "SELECT d.tenant, d.id, d.state, COUNT(c.id) FROM documents d LEFT JOIN chunks c"
+            " ON c.document_id = d.id GROUP BY d.id",
+            (),
+        )
+        return {(tenant, document_id): (state, chunks) for tenant, document_id, state, chunks in rows}
 
     def close(self) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ import networkx as nx
 
 from kg.extract import ChunkGraph, Mention, Relation, extract, normalize, title_key
 from rag.errors import NotFound
-from rag.sqlite_util import count_rows, transaction
+from rag.sqlite_util import count_rows, rows_per_document, transaction
 from rag.types import Chunk
 
 _SCHEMA = (
@@ -254,6 +254,9 @@ class KnowledgeGraph:
             for g in graphs:
                 self._tenant(g.tenant).add_chunk(g.chunk_id, g.mentions, g.relations)
 
+    def rows_expected(self, chunks: Sequence[Chunk]) -> int:
+        return sum(len(extract(chunk).mentions) for chunk in chunks)
+
     def delete_document(self, tenant: str, document_id: str) -> int:
         """Remove exactly this document's contributions; returns the number of mention rows removed."""
         with self._lock:
@@ -270,6 +273,11 @@ class KnowledgeGraph:
         """Mention rows: one per (chunk, entity, surface form, title or not)."""
         with self._lock:
             return count_rows(self._conn, "mentions", tenant, document_id)
+
+    def documents(self) -> dict[tuple[str, str], int]:
+        """(tenant, document id) → mention rows."""
+        with self._lock:
+            return rows_per_document(self._conn, "mentions")
 
     @contextlib.contextmanager
     def reading(self, tenant: str) -> Iterator[TenantGraph | None]:

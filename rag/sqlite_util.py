@@ -1,4 +1,4 @@
-"""What every SQLite-backed store shares: one transaction shape and one filtered row count."""
+"""What every SQLite-backed store shares: one transaction shape, one filtered row count, one census."""
 
 from __future__ import annotations
 
@@ -27,3 +27,9 @@ def count_rows(conn: sqlite3.Connection, table: str, tenant: str | None, documen
     given = {column: value for column, value in filters.items() if value is not None}
     where = " WHERE " + " AND ".join(f"{column} = ?" for column in given) if given else ""
     return conn.execute(f"SELECT COUNT(*) FROM {table}{where}", list(given.values())).fetchone()[0]
+
+
+def rows_per_document(conn: sqlite3.Connection, table: str) -> dict[tuple[str, str], int]:
+    """(tenant, document id) → rows of ``table``: what a consistency check compares across stores."""
+    rows = conn.execute(f"SELECT tenant, document_id, COUNT(*) FROM {table} GROUP BY tenant, document_id")
+    return {(tenant, document_id): count for tenant, document_id, count in rows}

@@ -34,6 +34,9 @@ class DenseStore(Protocol):
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
 
+    def documents(self) -> dict[tuple[str, str], int]:
+        """(tenant, document id) → entries held, for the consistency check (``rag check``)."""
+
     def close(self) -> None: ...
 
 
@@ -53,6 +56,9 @@ class LexicalStore(Protocol):
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
 
+    def documents(self) -> dict[tuple[str, str], int]:
+        """(tenant, document id) → entries held, for the consistency check (``rag check``)."""
+
     def close(self) -> None: ...
 
 
@@ -63,8 +69,14 @@ class GraphStore(Protocol):
     def add(self, chunks: Sequence[Chunk]) -> None:
         """Extract and record the chunks' contributions; durable when this returns."""
 
+    def rows_expected(self, chunks: Sequence[Chunk]) -> int:
+        """How many rows ``add(chunks)`` records: zero for chunks that name no entity."""
+
     def delete_document(self, tenant: str, document_id: str) -> int: ...
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int: ...
+
+    def documents(self) -> dict[tuple[str, str], int]:
+        """(tenant, document id) → entries held, for the consistency check (``rag check``)."""
 
     def close(self) -> None: ...

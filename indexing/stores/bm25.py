@@ -28,7 +28,7 @@ import bm25s
 import numpy as np
 from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
 
-from rag.sqlite_util import count_rows, transaction
+from rag.sqlite_util import count_rows, rows_per_document, transaction
 from rag.types import Chunk, ScoredId
 from retrieval.tokenize import tokenize
 
@@ -186,6 +186,10 @@ class BM25Store:
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
         with self._lock:
             return count_rows(self._conn, "chunks", tenant, document_id)
+
+    def documents(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return rows_per_document(self._conn, "chunks")
 
     def close(self) -> None:
         with self._lock:

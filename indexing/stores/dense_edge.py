@@ -25,6 +25,7 @@ from qdrant_edge import (
     EdgeOptimizersConfig,
     EdgeShard,
     EdgeVectorParams,
+    FacetRequest,
     FieldCondition,
     Filter,
     HasIdCondition,
@@ -179,6 +180,17 @@ class EdgeDenseStore:
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
         return self._shard.count(CountRequest(exact=True, filter=_filter(tenant, document_id)))
+
+    def documents(self) -> dict[tuple[str, str], int]:
+        """Facet counts: tenants first, then each tenant's document ids (ids are unique per tenant)."""
+        total = self.count()
+        held: dict[tuple[str, str], int] = {}
+        for tenant_hit in self._shard.facet(FacetRequest(key="tenant", limit=max(total, 1), exact=True)).hits:
+            request = FacetRequest(
+                key="document_id", limit=max(tenant_hit.count, 1), exact=True, filter=_filter(tenant_hit.value)
+            )
+            held.update({(tenant_hit.value, hit.value): hit.count for hit in self._shard.facet(request).hits})
+        return held
 
     def close(self) -> None:
         self._shard.close()

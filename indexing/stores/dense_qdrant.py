@@ -152,5 +152,22 @@ class QdrantDenseStore:
                 self._collection, count_filter=_filter(tenant, document_id), exact=True
             ).count
 
+    def documents(self) -> dict[tuple[str, str], int]:
+        """Facet counts: tenants first, then each tenant's document ids (ids are unique per tenant)."""
+        with _server_errors(self._collection):
+            total = self.count()
+            tenants = self._client.facet(self._collection, "tenant", limit=max(total, 1), exact=True).hits
+            held: dict[tuple[str, str], int] = {}
+            for tenant_hit in tenants:
+                hits = self._client.facet(
+                    self._collection,
+                    "document_id",
+                    facet_filter=_filter(tenant_hit.value),
+                    limit=max(tenant_hit.count, 1),
+                    exact=True,
+                ).hits
+                held.update({(tenant_hit.value, hit.value): hit.count for hit in hits})
+        return held
+
     def close(self) -> None:
         self._client.close()
