@@ -254,3 +254,14 @@ def test_top10_agrees_with_exact_search_on_real_embeddings(
         ]
     )
     assert agreement >= 0.99
+
+
+def test_documents_census_counts_each_tenants_documents(open_store: Opener) -> None:
+    store = open_store()
+    assert store.documents() == {}
+    store.upsert(make_chunks(7, document_id="doc-a"), unit_vectors(7))
+    store.upsert(make_chunks(3, tenant="t2", document_id="doc-a"), unit_vectors(3))
+    store.upsert(make_chunks(2, tenant="t2", document_id="doc-b"), unit_vectors(2))
+    assert store.documents() == {("t1", "doc-a"): 7, ("t2", "doc-a"): 3, ("t2", "doc-b"): 2}
+    store.delete_document("t2", "doc-a")
+    assert store.documents() == {("t1", "doc-a"): 7, ("t2", "doc-b"): 2}
