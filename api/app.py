@@ -15,7 +15,7 @@ from rag.service import Service
 from rag.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None, warm_generation: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None, warm_generation: bool = True) -
         service = Service.open(settings)
         keys = KeyStore(settings.data_dir / KEYS_FILE) if settings.auth == "api_keys" else None
         try:
-            service.warm_up(generation=warm_generation)
+            service.warm_up(generation=settings.warm_generation)
             app.state.service = service
             app.state.authenticator = Authenticator(keys, settings.api_keys) if keys else None
             yield

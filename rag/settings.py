@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     cheap_tier: str = "cheap"
     # The strong tier: the one a cascade escalates to, and the only one when routing is fixed.
     default_tier: str = "strong"
+    # Load the generation models at start (the first question pays nothing); false = at first use, for a
+    # faster restart of a process that mostly indexes.
+    warm_generation: bool = True
     llm_threads: int = Field(default=2, ge=1)
     llm_context_tokens: int = Field(default=4096, ge=512)
     max_answer_tokens: int = Field(default=128, ge=1, le=2048)
@@ -96,6 +99,9 @@ class Settings(BaseSettings):
     rerank: bool = True
     # Trim the top_k passages to token_budget at sentence level; off sends whole chunks.
     trim: bool = True
+    # Prompt-injection defense (rag/prompt.py, rag/injection.py): passages delimited and marked as data, and
+    # instructions aimed at the model in them neutralized. Off only to measure it (evals/injection.py).
+    injection_defense: bool = True
 
     # Per-tenant daily spending limit in USD (None = no limit). From budget_cheap_only_from of it spent,
     # questions go to the cheap tier only; past it, queries get 429 until 00:00 UTC.
