@@ -527,7 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mix",
         choices=("random", "fixed"),
-        default="random",
+        default="fixed",
         help="random: every client picks each request by --upload-share; fixed: that share of the clients "
         "only uploads and the rest only query, so uploads keep coming while slow queries queue up",
     )
