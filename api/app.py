@@ -8,7 +8,9 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import DeclaredBodyLimit, upload_body_limit
 from api.routers import documents, graph, health, query, usage
+from api.schemas import ErrorResponse
 from rag import __version__
 from rag.keys import KEYS_FILE, Authenticator, KeyStore
 from rag.service import Service
@@ -39,9 +41,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    keyed = {401: {"model": ErrorResponse, "description": "no API key, or an unknown one"}}
     app.include_router(health.router)
-    app.include_router(documents.router)
-    app.include_router(query.router)
-    app.include_router(usage.router)
-    app.include_router(graph.router)
+    # The whole multipart body is bounded before it is spooled to disk (api/limits.py).
+    upload_body = upload_body_limit(settings.max_files_per_request, settings.max_upload_bytes)
+    app.add_middleware(DeclaredBodyLimit, path=documents.router.prefix, limit=upload_body)
+    app.include_router(documents.router, responses=keyed, max_body_size=upload_body)
+    app.include_router(query.router, responses=keyed)
+    app.include_router(usage.router, responses=keyed)
+    app.include_router(graph.router, responses=keyed)
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from rag.types import Answer, DocumentRecord
 
@@ -52,10 +52,29 @@ class DeleteResponse(BaseModel):
     status: Literal["deleted"] = "deleted"
 
 
-class QueryRequest(BaseModel):
-    question: str
-    token_budget: int | None = None
-    top_k: int | None = None
+class RetrieveRequest(BaseModel):
+    # Strict: the types the schema declares, no coercion ("top_k": "5" is a 422).
+    model_config = ConfigDict(strict=True)
+
+    # The bounds are documented here and enforced by QueryPipeline.validate (422 naming the limit); the
+    # maximums are configurable (RAG_MAX_QUESTION_CHARS, RAG_MAX_TOP_K, RAG_MAX_TOKEN_BUDGET).
+    question: str = Field(
+        json_schema_extra={"minLength": 1},
+        description="not blank; at most RAG_MAX_QUESTION_CHARS characters (default 2000)",
+    )
+    token_budget: int | None = Field(
+        default=None,
+        json_schema_extra={"minimum": 64},
+        description="context tokens at most: 64 to RAG_MAX_TOKEN_BUDGET (default 3000); default RAG_TOKEN_BUDGET",
+    )
+    top_k: int | None = Field(
+        default=None,
+        json_schema_extra={"minimum": 1},
+        description="passages retrieved: 1 to RAG_MAX_TOP_K (default 50); default RAG_TOP_K",
+    )
+
+
+class QueryRequest(RetrieveRequest):
     stream: bool = Field(
         default=False,
         description="answer as server-sent events: 'token' events with the text as it is generated, "
@@ -178,12 +197,6 @@ class UsageReport(BaseModel):
     since: str = Field(description="when the service started (UTC): totals count from then")
     tenant: str = Field(description="the caller's tenant; no other tenant's usage is shown")
     total: UsageTotalsOut
-
-
-class RetrieveRequest(BaseModel):
-    question: str
-    token_budget: int | None = None
-    top_k: int | None = None
 
 
 class PassageOut(BaseModel):

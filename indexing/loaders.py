@@ -7,12 +7,15 @@ should read but cannot.
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import PurePath
 
+import charset_normalizer
 import docx
 import pypdfium2 as pdfium
 from docx.opc.constants import RELATIONSHIP_TYPE
@@ -43,9 +46,13 @@ MEDIA_TYPES: dict[str, str] = {
 _DECLARED_ALIASES = {"application/xhtml+xml": HTML, "text/x-markdown": MARKDOWN}
 
 # Zip-bomb guard for DOCX, checked on the zip directory before anything is inflated. The declared sizes
-# are trustworthy here because ``zipfile`` never inflates a member past its declared size.
+# are trustworthy here because ``zipfile`` never inflates a member past its declared size. The ratio is
+# checked for the whole archive and for each member, so incompressible padding cannot hide a bomb; nested
+# archives (a zip inside the DOCX) are never opened, they only count with their own (compressed) size.
 MAX_DOCX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
 MAX_DOCX_COMPRESSION_RATIO = 100
+# Entry count, read from the end-of-central-directory record before zipfile parses the directory.
+MAX_DOCX_ENTRIES = 10_000
 _RATIO_CHECK_MIN_BYTES = 1024 * 1024  # small archives cannot hurt, whatever their ratio
 MAX_CONTROL_CHAR_SHARE = 0.05
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # category Cc minus whitespace
@@ -58,7 +65,26 @@ _UNSUPPORTED_MAGIC = (
     (b"\x7fELF", "an ELF executable"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"PK\x03\x04", "a ZIP archive"),
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "an OLE compound file (legacy .doc/.xls, or a password-protected Office file)",
+    ),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"BZh", "a bzip2 archive"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"\x28\xb5\x2f\xfd", "a zstd archive"),
+    (b"\x00asm", "a WebAssembly module"),
+    (b"\xca\xfe\xba\xbe", "a Java class or Mach-O file"),
+    (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"RIFF", "a RIFF (audio/video/image) file"),
+    (b"OggS", "an Ogg media file"),
+    (b"fLaC", "a FLAC audio file"),
+    (b"ID3", "an MP3 audio file"),
 )
+# What a file declared as text must not start with (checked before any decoding): a clear 415 naming the kind.
+_BINARY_AS_TEXT_MAGIC = _UNSUPPORTED_MAGIC + ((b"%PDF-", "a PDF document"),)
 _SUPPORTED = ".pdf, .docx, .html, .md, .txt"
 
 
@@ -109,18 +135,21 @@ def _sniff_supported(content: bytes) -> str | None:
 
 
 def _zip_has_docx_body(content: bytes) -> bool:
+    entries = _zip_entry_count(content)
+    if entries is not None and entries > MAX_DOCX_ENTRIES:
+        return True  # the DOCX loader refuses it, naming the reason
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             return "word/document.xml" in archive.namelist()
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError):
         return False
 
 
 def _describe(filename: str, content: bytes, declared: str | None) -> str:
     """Say what the file is, so a 415 tells the caller more than 'no'."""
-    for magic, kind in _UNSUPPORTED_MAGIC:
-        if content.startswith(magic):
-            return kind
+    kind = _binary_signature(content)
+    if kind:
+        return kind
     suffix = PurePath(filename).suffix.lower()
     if suffix:
         return f"extension {suffix!r}"
@@ -208,10 +237,28 @@ def _wrap_errors(kind: str) -> Callable[[_Loader], _Loader]:
     return decorate
 
 
+# pdfium's load error codes (FPDF_ERR_*) the caller can act on.
+_PDF_LOAD_ERRORS = {
+    3: "not a valid PDF (corrupt or truncated: pdfium cannot read its structure)",
+    4: "password-protected PDF (encrypted; remove the password and upload it again)",
+    5: "encrypted PDF with an unsupported security handler",
+}
+
+
+def _open_pdf(filename: str, content: bytes) -> pdfium.PdfDocument:
+    try:
+        return pdfium.PdfDocument(content)
+    except pdfium.PdfiumError as exc:
+        reason = _PDF_LOAD_ERRORS.get(getattr(exc, "err_code", None) or 0)
+        if reason is None:
+            raise
+        raise UnprocessableDocument(f"{filename}: {reason}") from exc
+
+
 @_wrap_errors("PDF")
 def _load_pdf(filename: str, content: bytes) -> ParsedDocument:
     """One section per page; pages without a text layer contribute nothing."""
-    pdf = pdfium.PdfDocument(content)
+    pdf = _open_pdf(filename, content)
     try:
         assembler = _Assembler()
         for index in range(len(pdf)):
@@ -237,7 +284,9 @@ def _pdf_page_text(pdf: pdfium.PdfDocument, index: int) -> str:
         page.close()
 
 
-_HTML_DROP = ["script", "style", "noscript", "template", "head"]
+# Never indexed: code, styles, fallbacks for what the page does show (noscript, iframe/noembed/noframes raw
+# text), templates, and the head (its <title> is read first). Comments and doctypes are skipped in the walk.
+_HTML_DROP = ["script", "style", "noscript", "template", "head", "iframe", "noembed", "noframes"]
 _HTML_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 _HTML_BLOCKS = _HTML_HEADINGS | {
     "address", "article", "aside", "blockquote", "body", "caption", "dd", "details", "dialog", "div", "dl",
@@ -248,7 +297,7 @@ _HTML_CELLS = {"td", "th"}
 
 
 def _load_html(filename: str, content: bytes) -> ParsedDocument:
-    tree = LexborHTMLParser(_decode_text(filename, content))
+    tree = LexborHTMLParser(_decode_text(filename, content, html=True))
     title_node = tree.css_first("title")
     title = title_node.text() if title_node else None
     tree.strip_tags(_HTML_DROP)
@@ -366,25 +415,70 @@ def _docx_row_text(row: _Row) -> str:
 
 
 def _check_docx_archive(filename: str, content: bytes) -> None:
-    """Refuse non-DOCX zips and zip bombs before python-docx inflates anything."""
+    """Refuse non-DOCX files and zip bombs from the zip's directory, before python-docx inflates anything."""
+    if content.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        raise UnprocessableDocument(
+            f"{filename}: not a valid DOCX (an OLE compound file: a password-protected document or a legacy "
+            ".doc; save it as an unprotected .docx)"
+        )
+    entries = _zip_entry_count(content)
+    if entries is not None and entries > MAX_DOCX_ENTRIES:
+        raise UnprocessableDocument(
+            f"{filename}: too many entries in the archive ({entries} > {MAX_DOCX_ENTRIES}, possible zip bomb)"
+        )
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             members = archive.infolist()
-    except zipfile.BadZipFile as exc:
-        raise UnprocessableDocument(f"{filename}: not a valid DOCX (not a zip archive)") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise UnprocessableDocument(f"{filename}: not a valid DOCX (not a zip archive: {exc})") from exc
+    if len(members) > MAX_DOCX_ENTRIES:
+        raise UnprocessableDocument(
+            f"{filename}: too many entries in the archive ({len(members)} > {MAX_DOCX_ENTRIES}, possible zip bomb)"
+        )
     if not any(member.filename == "word/document.xml" for member in members):
         raise UnprocessableDocument(f"{filename}: not a valid DOCX (no word/document.xml)")
+    if any(member.flag_bits & 0x1 for member in members):
+        raise UnprocessableDocument(f"{filename}: not a valid DOCX (encrypted archive members)")
     uncompressed = sum(member.file_size for member in members)
     compressed = max(1, sum(member.compress_size for member in members))
     if uncompressed > MAX_DOCX_UNCOMPRESSED_BYTES:
         raise UnprocessableDocument(
-            f"{filename}: decompressed size too large ({uncompressed} bytes > {MAX_DOCX_UNCOMPRESSED_BYTES})"
+            f"{filename}: decompressed size too large ({uncompressed} bytes > {MAX_DOCX_UNCOMPRESSED_BYTES}, "
+            "possible zip bomb)"
         )
     if uncompressed > _RATIO_CHECK_MIN_BYTES and uncompressed / compressed > MAX_DOCX_COMPRESSION_RATIO:
         raise UnprocessableDocument(
             f"{filename}: decompressed size too large (compression ratio {uncompressed // compressed}:1 "
             f"> {MAX_DOCX_COMPRESSION_RATIO}:1, possible zip bomb)"
         )
+    # Incompressible padding beside a bomb lowers the archive's ratio, not the member's.
+    for member in members:
+        ratio = member.file_size / max(1, member.compress_size)
+        if member.file_size > _RATIO_CHECK_MIN_BYTES and ratio > MAX_DOCX_COMPRESSION_RATIO:
+            raise UnprocessableDocument(
+                f"{filename}: decompressed size too large ({member.filename!r} has compression ratio "
+                f"{int(ratio)}:1 > {MAX_DOCX_COMPRESSION_RATIO}:1, possible zip bomb)"
+            )
+
+
+_EOCD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_ZIP64_EOCD = b"PK\x06\x06"
+
+
+def _zip_entry_count(content: bytes) -> int | None:
+    """The entry count the end-of-central-directory record declares (zip64 too), read without parsing the
+    directory, so an archive of millions of tiny entries is refused before ``zipfile`` builds them all."""
+    at = content.rfind(_EOCD, max(0, len(content) - 22 - 65535))
+    if at < 0 or at + 22 > len(content):
+        return None
+    (entries,) = struct.unpack_from("<H", content, at + 10)
+    locator = at - 20
+    if entries == 0xFFFF and locator >= 0 and content[locator : locator + 4] == _ZIP64_LOCATOR:
+        (record,) = struct.unpack_from("<Q", content, locator + 8)
+        if record + 56 <= len(content) and content[record : record + 4] == _ZIP64_EOCD:
+            (entries,) = struct.unpack_from("<Q", content, record + 32)
+    return entries
 
 
 def _load_markdown(filename: str, content: bytes) -> ParsedDocument:
@@ -436,21 +530,127 @@ _BOMS = (
     (b"\xff\xfe", "utf-16"),
     (b"\xfe\xff", "utf-16"),
 )
+# WHATWG: a page labelled Latin-1 or ASCII is decoded as windows-1252 (its superset, with “”, € and —).
+_LABEL_ALIASES = {"iso8859-1": "cp1252", "ascii": "cp1252", "gb2312": "gb18030", "gbk": "gb18030"}
+_HTML_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]{1,40})""", re.IGNORECASE
+)
+# Candidates charset detection proposes that decode the same bytes about as cleanly are ambiguous (short
+# texts especially); among those, windows-1252 (Western text) wins, then GB18030 (Chinese), then the best.
+_CHAOS_TIE = 0.05
+_PREFERRED_LEGACY = ("cp1252", "gb18030")
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
 
 
-def _decode_text(filename: str, content: bytes) -> str:
-    """BOM-aware UTF-8/16/32, else strict UTF-8; refuses binary data rather than indexing garbage."""
+def _decode_text(filename: str, content: bytes, html: bool = False) -> str:
+    """Bytes of a text format to str: never garbage, never silent mojibake when it is cheap to tell.
+
+    Order: binary signatures (a PNG named .txt) → BOM → (HTML) ``<meta charset>`` → UTF-8 → charset
+    detection (UTF-16/32 without BOM, windows-1252, GB18030, Shift-JIS, cp1251, ...). NUL bytes outside
+    UTF-16/32 and text full of control characters are binary data, refused with a 422.
+    """
+    kind = _binary_signature(content)
+    if kind:
+        raise UnsupportedMediaType(f"{filename}: binary data sent as text ({kind}); supported: {_SUPPORTED}")
     encoding = next((name for bom, name in _BOMS if content.startswith(bom)), None)
-    if encoding is None and b"\x00" in content:
-        raise UnprocessableDocument(f"{filename}: binary data sent as text (contains NUL bytes)")
+    if encoding is not None:
+        text = _strict(filename, content, encoding)
+    else:
+        text = (_declared_html_charset(content) if html else None) or _utf8_or_legacy(filename, content)
+    _reject_binary(filename, text)
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise UnprocessableDocument(f"{filename}: no text found (only whitespace)")
+    return text
+
+
+def _binary_signature(content: bytes) -> str | None:
+    """The kind of binary file ``content`` starts like; ASCII-only signatures ("MZ", "ID3") need a NUL too,
+    so a text that happens to start with those letters stays text."""
+    head = content[:1024]
+    for magic, kind in _BINARY_AS_TEXT_MAGIC:
+        if head.startswith(magic) and (magic == b"%PDF-" or not _printable(magic) or b"\x00" in head):
+            return kind
+    return None
+
+
+def _printable(data: bytes) -> bool:
+    return all(32 <= byte < 127 for byte in data)
+
+
+def _strict(filename: str, content: bytes, encoding: str) -> str:
     try:
-        text = content.decode(encoding or "utf-8")
+        return content.decode(encoding)
     except UnicodeDecodeError as exc:
         raise UnprocessableDocument(
-            f"{filename}: undecodable text (not valid {encoding or 'UTF-8'}: {exc.reason} at byte {exc.start})"
+            f"{filename}: undecodable text (not valid {_label(encoding)}: {exc.reason} at byte {exc.start})"
         ) from exc
-    _reject_binary(filename, text)
-    return text.removeprefix("\ufeff")
+
+
+def _label(encoding: str) -> str:
+    return {
+        "utf-8": "UTF-8",
+        "utf-8-sig": "UTF-8",
+        "utf-16": "UTF-16",
+        "utf-32-le": "UTF-32",
+        "utf-32-be": "UTF-32",
+    }.get(encoding, encoding)
+
+
+def _declared_html_charset(content: bytes) -> str | None:
+    """The page's own ``<meta charset>`` (first 1024 bytes, as browsers look), if it decodes the page."""
+    match = _HTML_META_CHARSET.search(content[:1024])
+    if not match:
+        return None
+    try:
+        name = codecs.lookup(match.group(1).decode("ascii")).name
+    except (LookupError, UnicodeDecodeError):
+        return None
+    name = _LABEL_ALIASES.get(name, name)
+    if name.startswith(("utf-16", "utf-32", "utf-7")):  # a page that says so in ASCII is not UTF-16
+        return None
+    try:
+        return content.decode(name)
+    except (UnicodeError, LookupError):  # a wrong label is common (and "base64" is no text encoding)
+        return None
+
+
+def _utf8_or_legacy(filename: str, content: bytes) -> str:
+    if b"\x00" in content:  # valid UTF-8, but only UTF-16/32 text (without its BOM) has NUL bytes
+        return _legacy(filename, content, None)
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.start >= len(content) - 3:
+            return content[: exc.start].decode("utf-8")  # cut in the middle of its last character
+        utf8_error = exc
+    valid = len(_UTF8_MULTIBYTE.findall(content))
+    invalid = content.decode("utf-8", errors="replace").count("\ufffd")
+    if valid > invalid:  # mostly UTF-8 with broken bytes: guessing another encoding would garble it all
+        raise UnprocessableDocument(
+            f"{filename}: undecodable text (UTF-8 with invalid bytes: {utf8_error.reason} at byte {utf8_error.start})"
+        )
+    return _legacy(filename, content, utf8_error)
+
+
+def _legacy(filename: str, content: bytes, utf8_error: UnicodeDecodeError | None) -> str:
+    matches = list(charset_normalizer.from_bytes(content))
+    if b"\x00" in content:  # only UTF-16/32 text has NUL bytes
+        matches = [m for m in matches if m.encoding.startswith(("utf_16", "utf_32"))]
+        if not matches:
+            raise UnprocessableDocument(f"{filename}: binary data sent as text (contains NUL bytes)")
+    if not matches:
+        where = f": {utf8_error.reason} at byte {utf8_error.start}" if utf8_error else ""
+        raise UnprocessableDocument(
+            f"{filename}: undecodable text (not UTF-8{where}; no other text encoding fits; binary data?)"
+        )
+    best = min(match.chaos for match in matches)
+    tied = [m for m in matches if m.chaos <= best + _CHAOS_TIE]
+    if not tied[0].encoding.startswith(("utf_16", "utf_32")):
+        for preferred in _PREFERRED_LEGACY:
+            if any(preferred in m.could_be_from_charset for m in tied):
+                return _strict(filename, content, preferred)
+    return _strict(filename, content, tied[0].encoding)
 
 
 def _reject_binary(filename: str, text: str) -> None:

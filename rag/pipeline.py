@@ -7,6 +7,7 @@ with the ``Answer``; ``answer`` drains it. A stream the caller abandons still ha
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import replace
@@ -30,6 +31,9 @@ class Retriever(Protocol):
     def retrieve(
         self, tenant: str, question: str, top_k: int, token_budget: int, query_vector: np.ndarray | None = None
     ) -> Retrieval: ...
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, every surrogate is unpaired (pairs decode to one char)
 
 
 class QueryPipeline:
@@ -61,6 +65,12 @@ class QueryPipeline:
         question = question.strip()
         if not question:
             raise InvalidRequest("question must not be empty")
+        surrogate = _SURROGATE.search(question)
+        if surrogate:  # JSON can carry "\ud800"; no tokenizer can encode it
+            raise InvalidRequest(
+                f"question is not valid Unicode (unpaired surrogate U+{ord(surrogate.group()):04X} "
+                f"at character {surrogate.start()})"
+            )
         if len(question) > s.max_question_chars:
             raise InvalidRequest(f"question is {len(question)} characters; the limit is {s.max_question_chars}")
         top_k = s.top_k if top_k is None else top_k
