@@ -142,7 +142,7 @@ class QueryPipeline:
                 text, citations = NO_ANSWER, []
                 yield text
             else:
-                messages = build_messages(question, passages)
+                messages = build_messages(question, passages, self._settings.injection_defense)
                 raw, route = yield from self._generate(messages, passages, spent, cheap_only)
                 text, cited = split_answer(raw, passages)
                 citations = citations_for(text, cited, passages, question)
@@ -247,7 +247,10 @@ class QueryPipeline:
         saved_by: list[str] = []
         if retrieval.reference_passages:
             strong = self._settings.tiers[self._settings.default_tier]
-            reference_prompt = count_prompt_tokens(build_messages(question, retrieval.reference_passages))
+            reference_messages = build_messages(
+                question, retrieval.reference_passages, self._settings.injection_defense
+            )
+            reference_prompt = count_prompt_tokens(reference_messages)
             completion = spent[-1].completion_tokens if spent else 0
             reference_cost = cost_usd(strong, reference_prompt, completion)
             if spent and spent[-1].prompt_tokens < reference_prompt:
