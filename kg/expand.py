@@ -57,6 +57,14 @@ class GraphExpander:
         with self._graph.reading(tenant) as view:
             return link(view, question) if view is not None else []
 
+    def titles_among(self, tenant: str, entities: Sequence[str]) -> list[str]:
+        """Those of ``entities`` that are the title of one of the tenant's documents."""
+        with self._graph.reading(tenant) as view:
+            if view is None:
+                return []
+            nodes = view.graph.nodes
+            return [key for key in entities if key in nodes and nodes[key]["title_chunks"]]
+
     def expand(
         self,
         tenant: str,

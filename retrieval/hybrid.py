@@ -21,6 +21,7 @@ from rag.tokens import count_tokens, token_prefix
 from rag.types import Chunk, Passage, Retrieval, ScoredId
 from retrieval.budget import TrimParams, trim_to_budget
 from retrieval.fusion import standardized_combination
+from retrieval.question_form import is_question
 from retrieval.rerank import Reranked, Reranker, RerankParams, adaptive_rerank
 from retrieval.tokenize import tokenize
 from retrieval.weighting import FusionWeights, QueryWeigher, query_evidence
@@ -38,6 +39,8 @@ class GraphExpander(Protocol):
 
     def question_entities(self, tenant: str, question: str) -> list[str]: ...
 
+    def titles_among(self, tenant: str, entities: Sequence[str]) -> list[str]: ...
+
     def expand(
         self, tenant: str, question: str, seed_chunk_ids: Sequence[str] = (), hops: int = 2, limit: int = 50
     ) -> list[ScoredId]: ...
@@ -45,8 +48,9 @@ class GraphExpander(Protocol):
 
 @dataclass(frozen=True)
 class GraphParams:
-    """The graph's list joins the fusion with ``weight`` when the question names at least
-    ``min_entities`` graph entities; the expansion starts from them and the ``seeds`` best fused chunks."""
+    """The graph's list joins the fusion with ``weight`` when the query is a question naming at least
+    ``min_entities`` graph entities, or names a document's title; the expansion starts from them and the
+    ``seeds`` best fused chunks."""
 
     weight: float = 0.3
     min_entities: int = 1
@@ -169,8 +173,9 @@ class HybridRetriever:
             return list(fused), {"weight": 0.0, "reason": "no graph"}
         tenant, question = candidates.tenant, candidates.question
         entities = self._expander.question_entities(tenant, question)
-        if len(entities) < p.min_entities:
-            return list(fused), {"weight": 0.0, "reason": "the question names no graph entity"}
+        named = is_question(question) and len(entities) >= p.min_entities
+        if not named and not self._expander.titles_among(tenant, entities):
+            return list(fused), {"weight": 0.0, "reason": "neither a question naming a graph entity nor a title"}
         seeds = [hit.chunk_id for hit in fused[: p.seeds]]
         reached = self._expander.expand(tenant, question, seeds, limit=p.depth)
         if not reached:

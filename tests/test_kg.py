@@ -15,6 +15,7 @@ from kg.graph import KnowledgeGraph
 from rag.errors import NotFound
 from rag.sentences import sentence_spans
 from rag.types import Chunk
+from retrieval.question_form import is_question
 from tests.conftest import DATASETS, load_jsonl
 
 KISS = "Kiss and Tell (1945 film)"
@@ -263,3 +264,28 @@ def test_second_hop_share_on_hotpotqa(hotpot_graph: KnowledgeGraph, queries: lis
     share = reached / len(questions)
     print(f"\nsecond hop in the top 10: {share:.3f} of {len(questions)} HotpotQA questions")
     assert share >= 0.85  # observed 0.933
+
+
+def test_titles_among_keeps_the_entities_that_are_document_titles(hotpot_graph: KnowledgeGraph) -> None:
+    expander = GraphExpander(hotpot_graph)
+    entities = expander.question_entities("t", KISS_QUESTION)
+    titles = expander.titles_among("t", entities)
+    assert titles and set(titles) <= set(entities)
+    assert expander.titles_among("t", ["not a node"]) == [] and expander.titles_among("other", entities) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "asks"),
+    [
+        ("What government position was held by the woman who portrayed Corliss Archer?", True),
+        ("Common Sense which was written by the author of The Age of Reason was important because?", True),
+        ("Were Scott Derrickson and Ed Wood of the same nationality", True),
+        ("锣鼓经是什么？", True),
+        ("锣鼓经常用的节奏型称为什么", True),
+        ("1 in 5 million in UK have abnormal PrP positivity.", False),
+        ("A T helper 2 cell (Th2) environment impedes disease development in lupus.", False),
+        ("Whoever wins, the final is in June.", False),
+    ],
+)
+def test_is_question(text: str, asks: bool) -> None:
+    assert is_question(text) is asks
