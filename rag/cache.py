@@ -2,11 +2,13 @@
 
 Lookup is an exact match of the normalized question first, then a nearest-neighbour search of the
 question's embedding in a vector collection (any ``DenseStore``: embedded by default, a Qdrant server
-when configured), where a candidate above the similarity threshold must also pass the guard of
-``rag.cache_guard``. Entries live in SQLite, keyed by tenant, with the documents their answer cited:
-deleting a document drops every entry that cited it, and an answer that found nothing in the documents
-("I don't know") is dropped when documents are added. A TTL and a size bound (least recently used
-first) keep the cache honest and small.
+when configured), where the nearest candidate above the similarity threshold must also pass the hard
+guard of ``rag.cache_guard`` (numbers, negation, name order) and the learned verifier of
+``rag.cache_verifier`` (its probability over the fitted threshold), and must not be ambiguous (another
+cached question within the verifier's margin of it). Entries live in SQLite, keyed by tenant, with the
+documents their answer cited: deleting a document drops every entry that cited it, and an answer that
+found nothing in the documents ("I don't know") is dropped when documents are added. A TTL and a size
+bound (least recently used first) keep the cache honest and small.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.cache_guard import Verdict, same_question
+from rag.cache_guard import Verdict, hard_guard, same_question
+from rag.cache_verifier import Verifier, load_verifier
 from rag.types import Chunk, Citation, ScoredId
 
 _SCHEMA = (
@@ -65,13 +68,47 @@ def normalize(question: str) -> str:
     return _TRAILING.sub("", _SPACES.sub(" ", text))
 
 
-def decide(similarity: float, new: str, cached: str, threshold: float) -> Verdict:
-    """The matching rule, shared by the cache and its eval: over the threshold, and the same question."""
+class _Fitted:
+    """The verifier of ``rag/params/cache_verifier.json`` (the default of ``decide`` and the cache)."""
+
+    def __repr__(self) -> str:
+        return "FITTED"
+
+
+FITTED = _Fitted()
+
+
+def _verifier(verifier: Verifier | _Fitted | None) -> Verifier | None:
+    return load_verifier() if isinstance(verifier, _Fitted) else verifier
+
+
+def decide(
+    similarity: float,
+    new: str,
+    cached: str,
+    threshold: float,
+    verifier: Verifier | _Fitted | None = FITTED,
+    verifier_threshold: float | None = None,
+) -> Verdict:
+    """The matching rule, shared by the cache and its eval: the same text, or over the similarity
+    threshold, through the hard guard, and scored over the verifier's threshold (``verifier_threshold``
+    overrides the fitted one: the eval draws its curve with it). ``verifier=None`` is the rule before
+    the verifier: the whole lexical guard (``same_question``) and nothing learned."""
     if normalize(new) == normalize(cached):
         return Verdict(True, "the same question")
     if similarity < threshold:
         return Verdict(False, f"similarity {similarity:.3f} below {threshold}")
-    return same_question(new, cached)
+    model = _verifier(verifier)
+    if model is None:
+        return same_question(new, cached)
+    guard = hard_guard(new, cached)
+    if not guard.same:
+        return guard
+    cut = model.threshold if verifier_threshold is None else verifier_threshold
+    probability = model.score(new, cached, similarity)
+    if probability < cut:
+        return Verdict(False, f"verifier {probability:.3f} below {cut}")
+    return Verdict(True, f"verifier {probability:.3f}")
 
 
 @dataclass(frozen=True)
@@ -109,6 +146,7 @@ class SemanticCache:
         ttl_seconds: float | None = None,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.time,
+        verifier: Verifier | _Fitted | None = FITTED,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be within (0, 1]")
@@ -119,6 +157,7 @@ class SemanticCache:
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._clock = clock
+        self.verifier = _verifier(verifier)
         self._lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -132,10 +171,16 @@ class SemanticCache:
     # -- lookup -------------------------------------------------------------------------------------
 
     def lookup(
-        self, tenant: str, question: str, vector: np.ndarray, threshold: float | None = None
+        self,
+        tenant: str,
+        question: str,
+        vector: np.ndarray,
+        threshold: float | None = None,
+        verifier_threshold: float | None = None,
     ) -> CacheLookup:
         """A hit, or a miss with the nearest candidate's similarity and why it was refused.
-        ``threshold`` overrides the configured one (the eval draws its curve with it)."""
+        ``threshold`` and ``verifier_threshold`` override the configured similarity threshold and the
+        verifier's fitted one (the eval draws its curves with them)."""
         threshold = self.threshold if threshold is None else threshold
         with self._lock:
             self._expire()
@@ -145,7 +190,8 @@ class SemanticCache:
             ).fetchone()
             if row:
                 return self._hit(row[0], row[1], 1.0, "the same question")
-            nearest = self._candidates(tenant, vector, 1)
+            margin = self.verifier.ambiguity_margin if self.verifier is not None else 0.0
+            nearest = self._candidates(tenant, vector, 2 if margin > 0 else 1)
             if not nearest:
                 return CacheLookup(False, None, "the cache holds no question of this tenant")
             # Only the nearest question may answer: when it is refused, a farther one that passes the
@@ -153,10 +199,21 @@ class SemanticCache:
             # 2nd-5th nearest answer lowered precision; measured before the eval matched repeated q1
             # texts by text, so worth measuring again).
             best = nearest[0]
-            verdict = decide(best.similarity, question, best.question, threshold)
-            if verdict.same:
-                return self._hit(best.entry_id, best.question, best.similarity, verdict.reason)
-            return CacheLookup(False, best.similarity, verdict.reason)
+            verdict = decide(
+                best.similarity, question, best.question, threshold, self.verifier, verifier_threshold
+            )
+            if not verdict.same:
+                return CacheLookup(False, best.similarity, verdict.reason)
+            # Two different cached questions about as near: the new one could be either, so neither.
+            if (
+                len(nearest) > 1
+                and best.similarity - nearest[1].similarity < margin
+                and normalize(nearest[1].question) != normalize(best.question)
+            ):
+                return CacheLookup(
+                    False, best.similarity, f"ambiguous: another cached question within {margin} of it"
+                )
+            return self._hit(best.entry_id, best.question, best.similarity, verdict.reason)
 
     def candidates(self, tenant: str, vector: np.ndarray, k: int) -> list[Candidate]:
         """The ``k`` nearest cached questions of the tenant, best first (live entries only)."""
@@ -191,15 +248,42 @@ class SemanticCache:
     def store(
         self, tenant: str, question: str, vector: np.ndarray, answer: CachedAnswer, abstained: bool
     ) -> str:
-        entry_id = str(uuid.uuid4())
-        key = normalize(question)
+        return self.store_many(tenant, [(question, vector, answer, abstained)])[0]
+
+    def store_many(
+        self, tenant: str, items: Sequence[tuple[str, np.ndarray, CachedAnswer, bool]]
+    ) -> list[str]:
+        """``store`` for several entries in one transaction and one vector write (the eval fills a cache
+        of 20k entries with it: one durable write per entry takes ~0.1 s)."""
         now = self._clock()
-        citations = json.dumps([vars(c) for c in answer.citations])
-        documents = sorted({c.document_id for c in answer.citations})
+        rows, cited, keys, seen = [], [], [], {}
+        for question, _, answer, abstained in items:
+            entry_id, key = str(uuid.uuid4()), normalize(question)
+            if key in seen:  # the same question twice in one batch: the later one stays
+                rows[seen[key]] = None
+            seen[key] = len(rows)
+            rows.append(
+                (
+                    entry_id,
+                    tenant,
+                    question,
+                    key,
+                    answer.answer,
+                    json.dumps([vars(c) for c in answer.citations]),
+                    int(abstained),
+                    now,
+                    now,
+                    answer.reference_cost_usd,
+                )
+            )
+            cited.append([(entry_id, tenant, d) for d in sorted({c.document_id for c in answer.citations})])
+            keys.append(key)
+        kept = [i for i, row in enumerate(rows) if row is not None]
         with self._lock:
             # The same question again replaces its entry rather than adding a twin.
             twins = [
                 r[0]
+                for key in set(keys)
                 for r in self._conn.execute(
                     "SELECT id FROM entries WHERE tenant = ? AND normalized = ?", (tenant, key)
                 )
@@ -207,33 +291,26 @@ class SemanticCache:
             self._remove(tenant, twins)
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.execute(
+                self._conn.executemany(
                     "INSERT INTO entries (id, tenant, question, normalized, answer, citations, abstained, "
                     "created_at, used_at, reference_cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        entry_id,
-                        tenant,
-                        question,
-                        key,
-                        answer.answer,
-                        citations,
-                        int(abstained),
-                        now,
-                        now,
-                        answer.reference_cost_usd,
-                    ),
+                    [rows[i] for i in kept],
                 )
                 self._conn.executemany(
                     "INSERT INTO cited (entry_id, tenant, document_id) VALUES (?, ?, ?)",
-                    [(entry_id, tenant, d) for d in documents],
+                    [c for i in kept for c in cited[i]],
                 )
-                self._index.upsert([_entry_chunk(entry_id, tenant)], np.atleast_2d(vector).astype(np.float32))
+                if kept:
+                    self._index.upsert(
+                        [_entry_chunk(rows[i][0], tenant) for i in kept],
+                        np.array([np.asarray(items[i][1], dtype=np.float32).reshape(-1) for i in kept]),
+                    )
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._evict()
-        return entry_id
+        return [rows[seen[key]][0] for key in keys]
 
     def invalidate_documents(self, tenant: str, document_ids: Sequence[str]) -> int:
         """Drop every entry whose answer cited one of these documents (deleted or replaced)."""

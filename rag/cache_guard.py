@@ -15,23 +15,23 @@ from dataclasses import dataclass
 
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,:/]\d+)*|[\u3400-\u9fff]", re.UNICODE)
 _NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor without cannot isn't aren't wasn't weren't don't "
+    "not no never none nobody nothing neither nor without cannot isn't aren't wasn't weren't don't "  # noqa: SIM905
     "doesn't didn't won't wouldn't can't couldn't shouldn't hasn't haven't hadn't mustn't 不 没 没有 别 无 非".split()
 )
 # Number words as digits. "one" is left out: it is more often a pronoun ("one can") than a number.
 _NUMBER_WORDS = {
     word: str(value)
     for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "  # noqa: SIM905
         "seventeen eighteen nineteen twenty".split()
     )
     if word != "one"
 } | {
     word: word
-    for word in "hundred thousand million billion trillion first second third last half twice".split()
+    for word in "hundred thousand million billion trillion first second third last half twice".split()  # noqa: SIM905
 }
 _FUNCTION_WORDS = frozenset(
-    "a an the is are was were be been being am do does did to of in on at by for with from as and or but if "
+    "a an the is are was were be been being am do does did to of in on at by for with from as and or but if "  # noqa: SIM905
     "then so than that this these those it its it's i me my we our you your he him his she her they them "
     "their what which who whom whose when where why how can could should would will shall may might must "
     "has have had there here about into over under up down out off any some all more most very just also "
@@ -116,6 +116,28 @@ def same_question(
         if agreement < min_order_agreement:
             return Verdict(False, f"the same words in another order ({agreement:.2f})")
     return Verdict(True, "same numbers, negation, names and order")
+
+
+def hard_guard(new: str, cached: str) -> Verdict:
+    """The rules no score may overrule, applied before the cache's learned verifier: the same numbers in
+    the same order, negated alike, and the names both mention in the same order. A name only one side
+    mentions, and shared words in another order, are left to the verifier (``rag.cache_verifier``), which
+    sees ``same_question``'s verdict among its features: on paraphrases written as whole sentences those
+    two rules refused a quarter of the true duplicates."""
+    a, b = signature(new), signature(cached)
+    if sorted(a.numbers) != sorted(b.numbers):
+        return Verdict(False, f"numbers differ: {a.numbers} vs {b.numbers}")
+    if a.numbers != b.numbers:
+        return Verdict(False, "the same numbers in another order")
+    if a.negations % 2 != b.negations % 2:
+        return Verdict(False, "one is negated, the other is not")
+    names = (set(a.names) | set(b.names)) & set(a.words) & set(b.words)
+    if (
+        _order_agreement(tuple(w for w in a.words if w in names), tuple(w for w in b.words if w in names))
+        < 1.0
+    ):
+        return Verdict(False, "the same names in another order")
+    return Verdict(True, "same numbers, negation and name order")
 
 
 def _sentence_starts(text: str) -> set[int]:

@@ -77,9 +77,10 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16, le=4096)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
 
-    # Semantic answer cache (rag/cache.py): similarity threshold, then the guard of rag/cache_guard.py.
+    # Semantic answer cache (rag/cache.py): similarity threshold, then the hard guard of
+    # rag/cache_guard.py and the verifier of rag/cache_verifier.py (fitted above 0.8: evals/fit_cache.py).
     cache_enabled: bool = True
-    cache_threshold: float = Field(default=0.9, gt=0, le=1)
+    cache_threshold: float = Field(default=0.8, gt=0, le=1)
     cache_ttl_seconds: float | None = Field(default=7 * 24 * 3600, gt=0)
     cache_max_entries: int = Field(default=100_000, ge=1)
 
