@@ -3,10 +3,10 @@ multi-hop expansion over the whole HotpotQA DEV corpus."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kg.expand import GraphExpander
@@ -14,8 +14,14 @@ from kg.extract import MENTIONS_LABEL, extract, find_spans, normalize, title_key
 from kg.graph import KnowledgeGraph
 from rag.errors import NotFound
 from rag.sentences import sentence_spans
-from rag.types import Chunk
+from rag.types import Chunk, ScoredId
+from retrieval.budget import TrimParams
+from retrieval.fitted import load_fitted
+from retrieval.fusion import standardized_combination
+from retrieval.hybrid import Candidates, GraphParams, HybridRetriever
 from retrieval.question_form import is_question
+from retrieval.rerank import RerankParams
+from retrieval.weighting import FusionWeights, query_evidence
 from tests.conftest import DATASETS, load_jsonl
 
 KISS = "Kiss and Tell (1945 film)"
@@ -130,21 +136,6 @@ def test_extract_links_the_title_to_every_name_and_labels_sentence_edges(corpus:
     assert ("kiss and tell", "shirley temple", MENTIONS_LABEL) in relations
     assert ("shirley temple", "corliss archer", "as") in relations  # "... Shirley Temple as Corliss Archer."
     assert not any(r.a == r.b for r in chunk_graph.relations)
-
-
-def test_extraction_speed(corpus: dict[str, dict]) -> None:
-    chunks = [make_chunk(doc) for doc in corpus.values()]
-    chunks = (chunks * 2)[:2000]
-    for chunk in chunks[:200]:  # warm: compiled patterns, jieba for the few chunks with Han characters
-        extract(chunk)
-    extract(Chunk("w", "w", "t", 0, "鲁迅是浙江人。", 0, 7, "", 1))
-    started = time.perf_counter()
-    for chunk in chunks:
-        extract(chunk)
-    micros = (time.perf_counter() - started) / len(chunks) * 1e6
-    tokens = sum(c.token_count for c in chunks) / len(chunks)
-    print(f"\nextraction: {micros:.0f} µs/chunk over {len(chunks)} HotpotQA chunks ({tokens:.0f} words avg)")
-    assert micros < 1000
 
 
 # --- graph: exact deletes, restart, tenants ------------------------------------------------------------
@@ -289,3 +280,57 @@ def test_titles_among_keeps_the_entities_that_are_document_titles(hotpot_graph: 
 )
 def test_is_question(text: str, asks: bool) -> None:
     assert is_question(text) is asks
+
+
+# --- the graph list in the fusion ------------------------------------------------------------------
+
+
+class _UnseenScores:
+    """BM25 and dense as they score a chunk only the graph reached: 0, no evidence of their own."""
+
+    def score(self, tenant: str, query: object, chunk_ids: list[str]) -> dict[str, float]:
+        return {chunk_id: 0.0 for chunk_id in chunk_ids}
+
+
+def _graph_ranking(hotpot_graph: KnowledgeGraph, corpus: dict[str, dict], params: GraphParams) -> tuple[list[str], dict]:
+    """``with_graph`` over the real HotpotQA graph for the Kiss and Tell question: ordinary retrieval found
+    the first hop and 20 distractors, not Shirley Temple's page (the second hop)."""
+    distractors = [doc_id for doc_id in sorted(corpus) if doc_id not in (KISS, TEMPLE)][:20]
+    listed = [KISS, *distractors]
+    lexical = [ScoredId(chunk_id, 10.0 - 0.3 * i) for i, chunk_id in enumerate(listed)]
+    dense = [ScoredId(chunk_id, 0.8 - 0.01 * i) for i, chunk_id in enumerate(listed)]
+    candidates = Candidates(
+        KISS_QUESTION, KISS_QUESTION.lower().split(), lexical, dense,
+        {h.chunk_id: h.score for h in lexical}, {h.chunk_id: h.score for h in dense},
+        tenant="t", vector=np.zeros(4, dtype=np.float32),
+    )
+    evidence = query_evidence(KISS_QUESTION, len(candidates.terms), lexical, dense)
+    weights = FusionWeights(0.5, 0.5, "test", evidence)
+    fused = standardized_combination([candidates.lexical_scores, candidates.dense_scores], [0.5, 0.5])
+    retriever = HybridRetriever(
+        None, _UnseenScores(), _UnseenScores(), None, None, None, RerankParams(), TrimParams(),  # type: ignore[arg-type]
+        expander=GraphExpander(hotpot_graph), graph_params=params,
+    )
+    ranking, debug = retriever.with_graph(candidates, fused, weights)
+    return [hit.chunk_id for hit in ranking], debug
+
+
+def test_the_graph_weight_brings_the_second_hop_into_the_top(
+    hotpot_graph: KnowledgeGraph, corpus: dict[str, dict]
+) -> None:
+    heavy, debug = _graph_ranking(hotpot_graph, corpus, GraphParams(weight=0.8, cjk_weight=0.3))
+    light, _ = _graph_ranking(hotpot_graph, corpus, GraphParams(weight=0.3, cjk_weight=0.3))
+    assert debug["weight"] == 0.8  # a question in Latin script takes ``weight``, not ``cjk_weight``
+    assert heavy.index(TEMPLE) < 5, heavy[:10]
+    assert heavy.index(TEMPLE) < light.index(TEMPLE)
+    assert heavy[0] == KISS or heavy.index(KISS) < 3  # the first hop stays at the top
+
+
+def test_the_graph_weight_follows_the_question_script() -> None:
+    params = GraphParams(weight=0.8, cjk_weight=0.3)
+    assert params.weight_for(0.0) == 0.8 and params.weight_for(1.0) == 0.3
+    assert params.weight_for(0.5) == pytest.approx(0.55)
+    with pytest.raises(ValueError):
+        GraphParams(weight=1.5)
+    shipped = load_fitted().graph  # Chinese questions keep the lighter weight that CMRC 2018 tolerates
+    assert shipped.weight_for(1.0) == shipped.cjk_weight < shipped.weight_for(0.0) == shipped.weight
