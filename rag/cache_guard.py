@@ -93,26 +93,20 @@ def same_question(
       Pairs of shared words out of order must not exceed ``1 - min_order_agreement``.
     """
     a, b = signature(new), signature(cached)
-    if sorted(a.numbers) != sorted(b.numbers):
-        return Verdict(False, f"numbers differ: {a.numbers} vs {b.numbers}")
-    if a.numbers != b.numbers:
-        return Verdict(False, "the same numbers in another order")
-    if a.negations % 2 != b.negations % 2:
-        return Verdict(False, "one is negated, the other is not")
+    differs = _numbers_or_negation_differ(a, b)
+    if differs:
+        return differs
     # Names are found by their capitals, which a user typing in lower case leaves out: each side's names
     # must occur among the other side's words, in the same order.
     missing = sorted((set(a.names) - set(b.words)) | (set(b.names) - set(a.words)))
     if missing:
         return Verdict(False, f"names differ: {missing}")
     names = set(a.names) | set(b.names)
-    if (
-        _order_agreement(tuple(w for w in a.words if w in names), tuple(w for w in b.words if w in names))
-        < 1.0
-    ):
+    if _names_reordered(a, b, names):
         return Verdict(False, "the same names in another order")
     shared = set(a.words) & set(b.words)
     if shared and len(shared) >= reorder_overlap * min(len(set(a.words)), len(set(b.words))):
-        agreement = _order_agreement(a.words, b.words)
+        agreement = order_agreement(a.words, b.words)
         if agreement < min_order_agreement:
             return Verdict(False, f"the same words in another order ({agreement:.2f})")
     return Verdict(True, "same numbers, negation, names and order")
@@ -125,17 +119,11 @@ def hard_guard(new: str, cached: str) -> Verdict:
     sees ``same_question``'s verdict among its features: on paraphrases written as whole sentences those
     two rules refused a quarter of the true duplicates."""
     a, b = signature(new), signature(cached)
-    if sorted(a.numbers) != sorted(b.numbers):
-        return Verdict(False, f"numbers differ: {a.numbers} vs {b.numbers}")
-    if a.numbers != b.numbers:
-        return Verdict(False, "the same numbers in another order")
-    if a.negations % 2 != b.negations % 2:
-        return Verdict(False, "one is negated, the other is not")
+    differs = _numbers_or_negation_differ(a, b)
+    if differs:
+        return differs
     names = (set(a.names) | set(b.names)) & set(a.words) & set(b.words)
-    if (
-        _order_agreement(tuple(w for w in a.words if w in names), tuple(w for w in b.words if w in names))
-        < 1.0
-    ):
+    if _names_reordered(a, b, names):
         return Verdict(False, "the same names in another order")
     return Verdict(True, "same numbers, negation and name order")
 
@@ -154,10 +142,30 @@ def _sentence_starts(text: str) -> set[int]:
     return starts
 
 
-def _order_agreement(a: tuple[str, ...], b: tuple[str, ...]) -> float:
-    """Share of pairs of words found once in each question that appear in the same relative order."""
-    position_b = {w: i for i, w in enumerate(b) if b.count(w) == 1}
-    shared = [position_b[w] for w in a if a.count(w) == 1 and w in position_b]
+def _numbers_or_negation_differ(a: QuestionSignature, b: QuestionSignature) -> Verdict | None:
+    """The miss for other numbers, the same numbers in another order, or one side negated; else None."""
+    if sorted(a.numbers) != sorted(b.numbers):
+        return Verdict(False, f"numbers differ: {a.numbers} vs {b.numbers}")
+    if a.numbers != b.numbers:
+        return Verdict(False, "the same numbers in another order")
+    if a.negations % 2 != b.negations % 2:
+        return Verdict(False, "one is negated, the other is not")
+    return None
+
+
+def _names_reordered(a: QuestionSignature, b: QuestionSignature, names: set[str]) -> bool:
+    return order_agreement(tuple(w for w in a.words if w in names), tuple(w for w in b.words if w in names)) < 1.0
+
+
+def order_agreement(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+    """Share of pairs of words found once in each that keep their relative order (1 with < 2 shared)."""
+    position_b: dict[str, int] = {}
+    for i, w in enumerate(b):
+        position_b[w] = -1 if w in position_b else i
+    seen: dict[str, int] = {}
+    for w in a:
+        seen[w] = seen.get(w, 0) + 1
+    shared = [position_b[w] for w in a if seen[w] == 1 and position_b.get(w, -1) >= 0]
     pairs = len(shared) * (len(shared) - 1) // 2
     if pairs == 0:
         return 1.0

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import Stemmer
 
-from rag.cache_guard import same_question, signature
+from rag.cache_guard import order_agreement, same_question, signature
 
 VERIFIER_FILE = Path(__file__).parent / "params" / "cache_verifier.json"
 
@@ -150,24 +150,6 @@ def _lcs(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return previous[-1]
 
 
-def _order(a: tuple[str, ...], b: tuple[str, ...]) -> float:
-    """Share of pairs of words found once in each that keep their relative order (1 with < 2 shared)."""
-    position_b = {}
-    for i, w in enumerate(b):
-        position_b[w] = -1 if w in position_b else i
-    seen: dict[str, int] = {}
-    for w in a:
-        seen[w] = seen.get(w, 0) + 1
-    shared = [position_b[w] for w in a if seen[w] == 1 and position_b.get(w, -1) >= 0]
-    pairs = len(shared) * (len(shared) - 1) // 2
-    if pairs == 0:
-        return 1.0
-    concordant = sum(
-        1 for i in range(len(shared)) for j in range(i + 1, len(shared)) if shared[i] < shared[j]
-    )
-    return concordant / pairs
-
-
 def features(new: str, cached: str, similarity: float) -> list[float]:
     """The verifier's inputs, in the order of ``FEATURES``; symmetric in the two questions."""
     a, b = _analyze(new), _analyze(cached)
@@ -190,7 +172,7 @@ def features(new: str, cached: str, similarity: float) -> list[float]:
         _jaccard(ta, tb),
         _jaccard(ba, bb),
         _lcs(a.tokens, b.tokens) / longest,
-        _order(a.content, b.content),
+        order_agreement(a.content, b.content),
         float(len(ca ^ cb)),
         float(max(len(ca - cb), len(cb - ca))),
         min(la, lb) / longest,
