@@ -9,6 +9,7 @@ a wrong hit costs the user's trust.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -47,8 +48,19 @@ class QuestionSignature:
     names: tuple[str, ...]  # capitalized words (the first word only if capitalized inside), in order
 
 
+def normalized_text(question: str) -> str:
+    """The question as both the guard and the verifier read it: NFKC, curly apostrophes made straight."""
+    return unicodedata.normalize("NFKC", question).replace("’", "'")
+
+
+def question_tokens(question: str) -> list[str]:
+    """The question's tokens (words, numbers, single Han characters), case kept."""
+    return _TOKEN.findall(normalized_text(question))
+
+
+@functools.lru_cache(maxsize=4096)
 def signature(question: str) -> QuestionSignature:
-    text = unicodedata.normalize("NFKC", question).replace("’", "'")
+    text = normalized_text(question)
     tokens = _TOKEN.findall(text)
     words, numbers, names = [], [], []
     negations = 0

@@ -21,19 +21,16 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 import threading
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import Stemmer
 
-from rag.cache_guard import order_agreement, same_question, signature
+from rag.cache_guard import order_agreement, question_tokens, same_question, signature
 
 VERIFIER_FILE = Path(__file__).parent / "params" / "cache_verifier.json"
 
-_TOKEN = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,:/]\d+)*|[\u3400-\u9fff]")
 _QUESTION_WORDS = frozenset("what which who whom whose when where why how".split())  # noqa: SIM905
 _STOPWORDS = frozenset(
     "a an the is are was were be been being am do does did to of in on at by for with from as and or but if "  # noqa: SIM905
@@ -113,8 +110,7 @@ class _Text:
 
 @functools.lru_cache(maxsize=4096)
 def _analyze(text: str) -> _Text:
-    normalized = unicodedata.normalize("NFKC", text).replace("’", "'")
-    tokens = tuple(t.lower() for t in _TOKEN.findall(normalized))
+    tokens = tuple(t.lower() for t in question_tokens(text))
     surface = [t for t in tokens if t not in _STOPWORDS and t not in _QUESTION_WORDS]
     content = tuple(_stem(surface))
     weights: dict[str, float] = {}
