@@ -233,7 +233,7 @@ def cascade_rows(
         for name in dict.fromkeys(r.condition for r in rows):
             cheap = by_key[(case.id, settings.cheap_tier, name)]
             strong = by_key[(case.id, settings.default_tier, name)]
-            accepted = router.check(cheap.output, passages, cheap.confidence).accept
+            accepted = router.check(cheap.output, passages, cheap.confidence, case.question).accept
             chosen = cheap if accepted else strong
             out.append(Row(**{**asdict(chosen), "tier": "cascade"}))
     return out

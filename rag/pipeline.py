@@ -143,7 +143,7 @@ class QueryPipeline:
                 yield text
             else:
                 messages = build_messages(question, passages, self._settings.injection_defense)
-                raw, route = yield from self._generate(messages, passages, spent, cheap_only)
+                raw, route = yield from self._generate(question, messages, passages, spent, cheap_only)
                 text, cited = split_answer(raw, passages)
                 citations = citations_for(text, cited, passages, question)
             finished = True
@@ -210,7 +210,12 @@ class QueryPipeline:
         return generation
 
     def _generate(
-        self, messages: list[ChatMessage], passages: list[Passage], spent: list[TierUsage], cheap_only: bool
+        self,
+        question: str,
+        messages: list[ChatMessage],
+        passages: list[Passage],
+        spent: list[TierUsage],
+        cheap_only: bool,
     ) -> Generator[str, None, tuple[str, Route]]:
         """One call when routing is fixed; in a cascade the cheap tier first (its answer sent whole once
         the router accepts it), the strong one, streamed, only if the check fails. Near the tenant's
@@ -223,7 +228,7 @@ class QueryPipeline:
             generation = yield from self._call(s.default_tier, messages, spent, emit=True)
             return generation.text, Route(s.default_tier, "routing is fixed")
         cheap = yield from self._call(s.cheap_tier, messages, spent, emit=False)
-        verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence)
+        verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence, question)
         if verdict.accept:
             yield cheap.text
             return cheap.text, Route(s.cheap_tier, verdict.reason)

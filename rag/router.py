@@ -44,6 +44,11 @@ class RoutingParams:
     # one on DEV data (hotpotqa F1 0.444 against 0.436), so paying for it there buys little.
     many_passages: int = 3
     min_confidence_many: float = 0.0
+    # An answer whose terms are more than this share the question's own restates the question instead of
+    # answering it ("The Manchester Terrier ancestors include Gordon and Irish Setters."); 1.0 turns the
+    # check off. Answers of one or two terms are exempt: picking one of the options a question names
+    # ("Who is older, A or B?") is all question words too.
+    max_echo: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_support <= 1.0:
@@ -54,6 +59,8 @@ class RoutingParams:
             raise ValueError("min_confidence and min_confidence_many must be within [0, 1]")
         if self.many_passages < 1:
             raise ValueError("many_passages must be at least 1")
+        if not 0.0 <= self.max_echo <= 1.0:
+            raise ValueError("max_echo must be within [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,18 @@ class CascadeRouter:
             context.update(self._analyze(passage.chunk.title))
         return len(wanted & context) / len(wanted)
 
-    def check(self, answer: str, passages: Sequence[Passage], confidence: float | None = None) -> Verdict:
-        """``confidence``: the cheap model's lowest chosen-token probability, if its backend reports one."""
+    def echo(self, answer: str, question: str) -> float | None:
+        """Share of the answer's terms that the question holds; None for an answer of fewer than 3 terms."""
+        wanted = set(self._analyze(answer))
+        if len(wanted) < 3:
+            return None
+        return len(wanted & set(self._analyze(question))) / len(wanted)
+
+    def check(
+        self, answer: str, passages: Sequence[Passage], confidence: float | None = None, question: str = ""
+    ) -> Verdict:
+        """``confidence``: the cheap model's lowest chosen-token probability, if its backend reports one;
+        ``question``: what was asked (an answer that only restates it escalates)."""
         p = self.params
         if is_abstention(answer):
             if p.escalate_abstention:
@@ -98,6 +115,9 @@ class CascadeRouter:
         words = len(answer.split())
         if words > p.max_answer_words:
             return Verdict(False, f"the cheap answer runs to {words} words (limit {p.max_answer_words})")
+        echo = self.echo(answer, question) if question else None
+        if echo is not None and echo > p.max_echo:
+            return Verdict(False, f"{echo:.0%} of the cheap answer's terms only restate the question")
         support = self.support(answer, passages)
         if support is None:
             return Verdict(True, "the cheap answer has no terms to check", None)

@@ -140,3 +140,18 @@ def test_a_cascade_without_a_router_is_rejected_at_construction(tmp_path: Path) 
     llms = {"cheap": ScriptedLLM("a", "x"), "strong": ScriptedLLM("b", "y")}
     with pytest.raises(ValueError, match="router"):
         QueryPipeline(settings, FixedRetriever(), llms, lambda q: np.zeros(4))
+
+
+def test_an_answer_that_restates_the_question_escalates_an_option_stands() -> None:
+    router = CascadeRouter(RoutingParams(min_support=0.5, max_answer_words=30, max_echo=0.8), tokenize)
+    question = "Who were the Norse raiders in France led by?"
+    verdict = router.check("The Norse raiders in France were led", passages(), question=question)
+    assert not verdict.accept and "restate" in verdict.reason
+    assert router.check("Rollo", passages(), question=question).accept
+    # one of the options a question names is all question words, and stands
+    assert router.check("Rollo", passages(), question="Who led the raiders, Rollo or William?").accept
+    assert CascadeRouter(RoutingParams(max_answer_words=30), tokenize).check(
+        "The Norse raiders in France were led", passages(), question=question
+    ).accept  # max_echo 1.0: the check is off
+    with pytest.raises(ValueError):
+        RoutingParams(max_echo=1.5)
