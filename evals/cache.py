@@ -84,7 +84,8 @@ def pairwise(pairs: list[dict], embedder: SentenceTransformerEmbedder, threshold
     similarity = (first * second).sum(axis=1)
     labels = np.array([p["label"] for p in pairs])
     positives, negatives = int((labels == 1).sum()), int((labels == 0).sum())
-    fitted = load_verifier().threshold
+    verifier = load_verifier()
+    fitted = verifier.threshold
     timings, curve, cosine_curve = [], [], []
 
     def summary(hits: np.ndarray) -> dict:
@@ -101,7 +102,7 @@ def pairwise(pairs: list[dict], embedder: SentenceTransformerEmbedder, threshold
         for i, pair in enumerate(pairs):
             started = time.perf_counter()
             hits[i] = decide(
-                float(similarity[i]), pair["q2"], pair["q1"], threshold, verifier_threshold=v
+                float(similarity[i]), pair["q2"], pair["q1"], threshold, verifier, verifier_threshold=v
             ).same
             if v == fitted:
                 timings.append((time.perf_counter() - started) * 1000)
@@ -135,7 +136,9 @@ def populated(
 ) -> dict:
     with tempfile.TemporaryDirectory(prefix="rag-cache-eval-") as tmp:
         index = open_dense_store(Path(tmp), "answer_cache", embedder.dim, None, None)
-        cache = SemanticCache(Path(tmp) / "cache.sqlite", index, threshold, max_entries=10**7)
+        cache = SemanticCache(
+            Path(tmp) / "cache.sqlite", index, threshold, max_entries=10**7, verifier=load_verifier()
+        )
         try:
             entries = fill + [p["q1"] for p in pairs]
             vectors = embedder.embed_documents(entries)

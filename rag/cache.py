@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.cache_guard import Verdict, hard_guard, same_question
-from rag.cache_verifier import Verifier, load_verifier
+from rag.cache_verifier import Verifier
 from rag.types import Chunk, Citation, ScoredId
 
 _SCHEMA = (
@@ -68,44 +68,30 @@ def normalize(question: str) -> str:
     return _TRAILING.sub("", _SPACES.sub(" ", text))
 
 
-class _Fitted:
-    """The verifier of ``rag/params/cache_verifier.json`` (the default of ``decide`` and the cache)."""
-
-    def __repr__(self) -> str:
-        return "FITTED"
-
-
-FITTED = _Fitted()
-
-
-def _verifier(verifier: Verifier | _Fitted | None) -> Verifier | None:
-    return load_verifier() if isinstance(verifier, _Fitted) else verifier
-
-
 def decide(
     similarity: float,
     new: str,
     cached: str,
     threshold: float,
-    verifier: Verifier | _Fitted | None = FITTED,
+    verifier: Verifier | None,
     verifier_threshold: float | None = None,
 ) -> Verdict:
     """The matching rule, shared by the cache and its eval: the same text, or over the similarity
     threshold, through the hard guard, and scored over the verifier's threshold (``verifier_threshold``
     overrides the fitted one: the eval draws its curve with it). ``verifier=None`` is the rule before
-    the verifier: the whole lexical guard (``same_question``) and nothing learned."""
+    the verifier: the whole lexical guard (``same_question``) and nothing learned; the service passes
+    the fitted one (``rag.cache_verifier.load_verifier``)."""
     if normalize(new) == normalize(cached):
         return Verdict(True, "the same question")
     if similarity < threshold:
         return Verdict(False, f"similarity {similarity:.3f} below {threshold}")
-    model = _verifier(verifier)
-    if model is None:
+    if verifier is None:
         return same_question(new, cached)
     guard = hard_guard(new, cached)
     if not guard.same:
         return guard
-    cut = model.threshold if verifier_threshold is None else verifier_threshold
-    probability = model.score(new, cached, similarity)
+    cut = verifier.threshold if verifier_threshold is None else verifier_threshold
+    probability = verifier.score(new, cached, similarity)
     if probability < cut:
         return Verdict(False, f"verifier {probability:.3f} below {cut}")
     return Verdict(True, f"verifier {probability:.3f}")
@@ -146,7 +132,8 @@ class SemanticCache:
         ttl_seconds: float | None = None,
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.time,
-        verifier: Verifier | _Fitted | None = FITTED,
+        *,
+        verifier: Verifier | None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be within (0, 1]")
@@ -157,7 +144,7 @@ class SemanticCache:
         self._ttl = ttl_seconds
         self._max_entries = max_entries
         self._clock = clock
-        self.verifier = _verifier(verifier)
+        self.verifier = verifier
         self._lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -23,6 +23,7 @@ from indexing.stores.dense_factory import open_dense_store
 from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
 from rag.cache import SemanticCache
+from rag.cache_verifier import load_verifier
 from rag.errors import StoreError
 from rag.llm.base import LLM
 from rag.llm.factory import build_llm
@@ -181,6 +182,7 @@ def open_answer_cache(settings: Settings, directory: Path, dim: int) -> Semantic
         settings.cache_threshold,
         settings.cache_ttl_seconds,
         settings.cache_max_entries,
+        verifier=load_verifier(),
     )
 
 

@@ -11,6 +11,7 @@ from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_edge import EdgeDenseStore
 from rag.cache import CachedAnswer, SemanticCache, decide, normalize
 from rag.cache_guard import same_question
+from rag.cache_verifier import load_verifier
 from rag.types import Citation
 
 
@@ -56,16 +57,17 @@ def test_guard_accepts_paraphrases(new: str, cached: str) -> None:
 
 
 def test_decide_needs_the_threshold_unless_the_text_is_the_same() -> None:
-    assert decide(0.2, "What is X?", "what is x", 0.9).same  # exact after normalization
-    assert not decide(0.89, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9).same
+    fitted = load_verifier()
+    assert decide(0.2, "What is X?", "what is x", 0.9, fitted).same  # exact after normalization
+    assert not decide(0.89, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9, fitted).same
     # without the verifier: the lexical guard alone decides above the threshold
     assert decide(0.95, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9, verifier=None).same
-    # with it (the default), this paraphrase scores 0.76 against a fitted threshold of 0.82: a miss
-    assert not decide(0.95, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9).same
+    # with the fitted one, this paraphrase scores 0.76 against a fitted threshold of 0.82: a miss
+    assert not decide(0.95, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9, fitted).same
     assert decide(
-        0.95, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9, verifier_threshold=0.5
+        0.95, "Who won Super Bowl 50?", "Which team won Super Bowl 50?", 0.9, fitted, verifier_threshold=0.5
     ).same
-    assert decide(0.99, "How do I reset my password?", "How can I reset my password?", 0.9).same
+    assert decide(0.99, "How do I reset my password?", "How can I reset my password?", 0.9, fitted).same
     assert normalize("  What  IS x ?? ") == "what is x"
 
 
@@ -89,7 +91,13 @@ def cache_parts(tmp_path: Path, embedder: SentenceTransformerEmbedder):
     index = EdgeDenseStore(tmp_path / "vectors", embedder.dim)
     clock = Clock()
     cache = SemanticCache(
-        tmp_path / "cache.sqlite", index, threshold=0.85, ttl_seconds=100, max_entries=3, clock=clock
+        tmp_path / "cache.sqlite",
+        index,
+        threshold=0.85,
+        ttl_seconds=100,
+        max_entries=3,
+        clock=clock,
+        verifier=load_verifier(),
     )
     yield cache, index, clock, embedder
     cache.close()

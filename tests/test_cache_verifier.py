@@ -4,7 +4,6 @@ guard it may never overrule, and the decisions it makes with the real embedder's
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -101,16 +100,6 @@ def test_a_verifier_fitted_on_other_features_is_refused() -> None:
         Verifier.from_json({**raw, "threshold": 1.5})
 
 
-def test_the_verifier_scores_a_candidate_in_well_under_a_millisecond() -> None:
-    verifier = load_verifier()
-    started = time.perf_counter()
-    for i in range(300):  # distinct texts: no cached analysis
-        verifier.score(
-            f"How do I learn Python {i} quickly?", f"What is the fastest way {i} to learn Python?", 0.9
-        )
-    assert (time.perf_counter() - started) / 300 < 0.002  # measured ~0.3-0.6 ms on 2 busy cores
-
-
 # -- decisions with the real embedder ------------------------------------------------------------------
 
 
@@ -132,7 +121,7 @@ def test_the_hard_guard_refuses_whatever_the_verifier_says(
     sim = similarity(embedder, new, cached)
     assert sim >= 0.9  # embeddings alone would call these the same question
     assert not hard_guard(new, cached).same
-    verdict = decide(sim, new, cached, 0.8, verifier_threshold=0.0)  # even a verifier that accepts anything
+    verdict = decide(sim, new, cached, 0.8, load_verifier(), verifier_threshold=0.0)  # even a verifier that accepts anything
     assert not verdict.same and rule.split()[-1] in verdict.reason, verdict.reason
 
 
@@ -145,7 +134,7 @@ def test_the_hard_guard_refuses_whatever_the_verifier_says(
     ],
 )
 def test_other_questions_on_the_same_topic_miss(embedder, new: str, cached: str) -> None:
-    assert not decide(similarity(embedder, new, cached), new, cached, 0.8).same
+    assert not decide(similarity(embedder, new, cached), new, cached, 0.8, load_verifier()).same
 
 
 @pytest.mark.parametrize(
@@ -163,15 +152,15 @@ def test_other_questions_on_the_same_topic_miss(embedder, new: str, cached: str)
     ],
 )
 def test_paraphrases_hit(embedder, new: str, cached: str) -> None:
-    verdict = decide(similarity(embedder, new, cached), new, cached, 0.8)
+    verdict = decide(similarity(embedder, new, cached), new, cached, 0.8, load_verifier())
     assert verdict.same, verdict.reason
 
 
 def test_the_verifier_decides_between_the_threshold_and_a_hit() -> None:
     new, cached = "How do I reset my password?", "How can I reset my password?"
     p = load_verifier().score(new, cached, 0.99)
-    assert decide(0.99, new, cached, 0.8, verifier_threshold=p).same
-    assert not decide(0.99, new, cached, 0.8, verifier_threshold=min(1.0, p + 1e-6)).same
+    assert decide(0.99, new, cached, 0.8, load_verifier(), verifier_threshold=p).same
+    assert not decide(0.99, new, cached, 0.8, load_verifier(), verifier_threshold=min(1.0, p + 1e-6)).same
 
 
 # -- the populated cache: ambiguity -------------------------------------------------------------------
@@ -179,7 +168,9 @@ def test_the_verifier_decides_between_the_threshold_and_a_hit() -> None:
 
 def test_two_cached_questions_equally_near_are_ambiguous(tmp_path: Path, embedder) -> None:
     verifier = load_verifier()
-    cache = SemanticCache(tmp_path / "c.sqlite", EdgeDenseStore(tmp_path / "v", embedder.dim), threshold=0.8)
+    cache = SemanticCache(
+        tmp_path / "c.sqlite", EdgeDenseStore(tmp_path / "v", embedder.dim), threshold=0.8, verifier=verifier
+    )
     try:
         base = embedder.embed_query("How do I reset my password?")
         noise = np.random.default_rng(0).normal(size=base.shape).astype(np.float32)
