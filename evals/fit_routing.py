@@ -95,26 +95,38 @@ def collect(dataset_dir: Path, skip: int, limit: int, out: Path, index_root: Pat
 _cached_tokenize = functools.lru_cache(maxsize=None)(tokenize)
 
 
-def replay(rows: list[dict], params: RoutingParams) -> dict[str, dict[str, float]]:
-    """Per dataset: the cascade's F1, the strong tier's F1, and the share answered by the cheap tier."""
+def judge(rows: list[dict], params: RoutingParams) -> list[tuple[dict, bool]]:
+    """Each row that has a cheap answer, with whether the router (with ``params``) lets that answer stand."""
     router = CascadeRouter(params, _cached_tokenize)
-    by_dataset: dict[str, list[tuple[float, float, bool]]] = {}
+    judged = []
     for row in rows:
         if "cheap_answer" not in row:
             continue
         passages = [passage_from_row(p) for p in row["passages"]]
-        accept = router.check(row["cheap_answer"], passages, row.get("cheap_confidence"), row["question"]).accept
-        cascade = row["cheap_f1"] if accept else row["strong_f1"]
-        by_dataset.setdefault(row["dataset"], []).append((cascade, row["strong_f1"], accept))
+        verdict = router.check(row["cheap_answer"], passages, row.get("cheap_confidence"), row["question"])
+        judged.append((row, verdict.accept))
+    return judged
+
+
+def summarize(judged: list[tuple[dict, bool]]) -> dict[str, dict[str, float]]:
+    """Per dataset: the cascade's F1, each tier's F1 alone, and the share answered by the cheap tier."""
+    by_dataset: dict[str, list[tuple[dict, bool]]] = {}
+    for row, accept in judged:
+        by_dataset.setdefault(row["dataset"], []).append((row, accept))
     return {
         name: {
             "n": len(items),
-            "cascade_f1": statistics.fmean(c for c, _, _ in items),
-            "strong_f1": statistics.fmean(s for _, s, _ in items),
-            "cheap_share": statistics.fmean(a for _, _, a in items),
+            "cascade_f1": statistics.fmean(r["cheap_f1"] if a else r["strong_f1"] for r, a in items),
+            "strong_f1": statistics.fmean(r["strong_f1"] for r, _ in items),
+            "cheap_f1": statistics.fmean(r["cheap_f1"] for r, _ in items),
+            "cheap_share": statistics.fmean(a for _, a in items),
         }
         for name, items in by_dataset.items()
     }
+
+
+def replay(rows: list[dict], params: RoutingParams) -> dict[str, dict[str, float]]:
+    return summarize(judge(rows, params))
 
 
 def fit(rows: list[dict], min_ratio: float) -> tuple[RoutingParams, dict]:
@@ -139,28 +151,10 @@ def held_out(rows: list[dict], min_ratio: float) -> dict[str, dict[str, float]]:
     for row in rows:
         index = position[row["dataset"]] = position.get(row["dataset"], -1) + 1
         halves[index % 2].append(row)
-    judged: list[dict] = []
+    judged: list[tuple[dict, bool]] = []
     for train, test in ((halves[0], halves[1]), (halves[1], halves[0])):
-        params, _ = fit(train, min_ratio)
-        router = CascadeRouter(params, _cached_tokenize)
-        for row in test:
-            if "cheap_answer" in row:
-                passages = [passage_from_row(p) for p in row["passages"]]
-                verdict = router.check(row["cheap_answer"], passages, row.get("cheap_confidence"), row["question"])
-                judged.append({**row, "accept": verdict.accept})
-    by_dataset: dict[str, list[dict]] = {}
-    for row in judged:
-        by_dataset.setdefault(row["dataset"], []).append(row)
-    return {
-        name: {
-            "n": len(items),
-            "cascade_f1": statistics.fmean(r["cheap_f1"] if r["accept"] else r["strong_f1"] for r in items),
-            "strong_f1": statistics.fmean(r["strong_f1"] for r in items),
-            "cheap_f1": statistics.fmean(r["cheap_f1"] for r in items),
-            "cheap_share": statistics.fmean(r["accept"] for r in items),
-        }
-        for name, items in by_dataset.items()
-    }
+        judged += judge(test, fit(train, min_ratio)[0])
+    return summarize(judged)
 
 
 def main() -> None:
