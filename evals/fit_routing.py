@@ -29,11 +29,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from evals.corpus_index import indexed_corpus
-from evals.datasets import load_dataset
+from evals.datasets import Query, load_dataset
 from evals.qa_metrics import f1
+from rag.accounting import count_prompt_tokens
 from rag.prompt import build_messages, split_answer
 from rag.router import ROUTING_FILE, CascadeRouter, RoutingParams, routing_json
-from rag.settings import get_settings
+from rag.service import Service
+from rag.settings import Settings, get_settings
+from rag.tokens import count_tokens
 from rag.types import DEFAULT_TENANT, Chunk, Passage
 from retrieval.tokenize import tokenize
 
@@ -71,24 +74,42 @@ def collect(dataset_dir: Path, skip: int, limit: int, out: Path, index_root: Pat
                 DEFAULT_TENANT, query.question, settings.top_k, settings.token_budget
             )
             passages = list(retrieval.passages)
-            row: dict[str, object] = {
-                "dataset": dataset.name,
-                "id": query.id,
-                "question": query.question,
-                "gold": list(query.answers),
-                "lang": query.lang,
-                "passages": [passage_row(p) for p in passages],
-            }
-            if passages:
-                messages = build_messages(query.question, passages)
-                for tier in (settings.cheap_tier, settings.default_tier):
-                    generation = service.llms[tier].generate(messages, settings.max_answer_tokens)
-                    text = split_answer(generation.text, passages)[0]
-                    row[f"{tier}_answer"] = text
-                    row[f"{tier}_f1"] = f1(text, query.answers, query.lang)
-                    row[f"{tier}_confidence"] = generation.confidence
+            row = question_row(dataset.name, query, passages) | answer_both(
+                service, settings, query, passages
+            )
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             handle.flush()
+
+
+def question_row(dataset: str, query: Query, passages: list[Passage]) -> dict[str, object]:
+    """What a row records of the question and of the context its prompt showed."""
+    return {
+        "dataset": dataset,
+        "id": query.id,
+        "question": query.question,
+        "gold": list(query.answers),
+        "lang": query.lang,
+        "passages": [passage_row(p) for p in passages],
+    }
+
+
+def answer_both(
+    service: Service, settings: Settings, query: Query, passages: list[Passage]
+) -> dict[str, object]:
+    """Both tiers' answers on the service's prompt over ``passages``: answer, F1 and the model's token
+    probability per tier, and the prompt's counted tokens (nothing when no passage survived)."""
+    if not passages:
+        return {}
+    messages = build_messages(query.question, passages)
+    out: dict[str, object] = {"prompt_tokens": count_prompt_tokens(messages)}
+    for tier in (settings.cheap_tier, settings.default_tier):
+        generation = service.llms[tier].generate(messages, settings.max_answer_tokens)
+        text = split_answer(generation.text, passages)[0]
+        out[f"{tier}_answer"] = text
+        out[f"{tier}_f1"] = f1(text, query.answers, query.lang)
+        out[f"{tier}_confidence"] = generation.confidence
+        out[f"{tier}_completion_tokens"] = count_tokens(generation.text)
+    return out
 
 
 # The grid replays the same texts thousands of times; their terms never change.
@@ -157,15 +178,23 @@ def held_out(rows: list[dict], min_ratio: float) -> dict[str, dict[str, float]]:
     return summarize(judged)
 
 
+def add_collect_arguments(parser: argparse.ArgumentParser, default_skip: int) -> None:
+    """Which DEV questions a ``collect`` asks, where its rows go and where the eval indexes live."""
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--skip", type=int, default=default_skip)
+    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--index-root", type=Path, default=Path("data/eval"))
+
+
+def read_rows(paths: list[Path]) -> list[dict]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("collect")
-    c.add_argument("--dataset", type=Path, required=True)
-    c.add_argument("--skip", type=int, default=40)
-    c.add_argument("--limit", type=int, default=60)
-    c.add_argument("--out", type=Path, required=True)
-    c.add_argument("--index-root", type=Path, default=Path("data/eval"))
+    add_collect_arguments(sub.add_parser("collect"), default_skip=40)
     f = sub.add_parser("fit")
     f.add_argument("rows", type=Path, nargs="+")
     f.add_argument("--min-ratio", type=float, default=0.98)
@@ -174,7 +203,7 @@ def main() -> None:
     if args.command == "collect":
         collect(args.dataset, args.skip, args.limit, args.out, args.index_root.resolve())
         return
-    rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
+    rows = read_rows(args.rows)
     params, result = fit(rows, args.min_ratio)
     print(json.dumps({"params": asdict(params), "in_sample": result}, indent=2))
     print("held out:", json.dumps(held_out(rows, args.min_ratio), indent=2))

@@ -238,6 +238,10 @@ class HybridRetriever:
 
         return replace(adaptive_rerank(fused, score, weight, p), tokens=read)
 
+    def hydrate_depth(self, top_k: int) -> int:
+        """How many fused chunks the service reads: all the reranker may score, and the reference top 10."""
+        return max(self.rerank_params.max_pairs, top_k * 2, REFERENCE_TOP_K)
+
     def trim(
         self,
         candidates: Candidates,
@@ -262,7 +266,7 @@ class HybridRetriever:
         candidates = self.candidates(tenant, question, query_vector=query_vector)
         weights = self.weigh(candidates)
         fused, graph_debug = self.with_graph(candidates, self.fuse(candidates, weights), weights)
-        chunks = self.hydrate(fused, max(self.rerank_params.max_pairs, top_k * 2, REFERENCE_TOP_K))
+        chunks = self.hydrate(fused, self.hydrate_depth(top_k))
         after_fuse = time.perf_counter()
         reranked = self.rerank(candidates, fused, chunks, weights)
         after_rerank = time.perf_counter()
