@@ -10,6 +10,13 @@ each question once (hybrid, graph, rerank, as the service does), trims the ranki
 ``--floors``, and asks both tiers on each trimmed prompt. Its rows have the fields of
 ``evals.fit_routing`` rows plus ``floor``, so the rows of one floor can also fit the router.
 
+``fit`` replays the trim's focus rule (``TrimParams.focus_max_passages`` / ``focus_floor``: when at most
+that many passages survive the shipped floor, the prompt is the one trimmed at the focus floor) for every
+setting on the grid, and keeps the one with the fewest prompt tokens whose strong-tier F1 stays at least
+``--min-ratio`` × its F1 at the shipped floor on every dataset (no setting: the rule stays off).
+``--routing-rows DIR`` writes the rows the kept rule selects, one file per dataset, for
+``evals.fit_routing fit``.
+
 ``report`` prints, per dataset and floor: each tier's F1, the prompt's tokens, and the cascade with the
 shipped router (``rag/params/routing.json``, replayed through ``CascadeRouter.check``): its F1, its cheap
 share and its generation cost per 1,000 questions at the default prices, from the counted tokens.
@@ -22,6 +29,7 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -34,6 +42,7 @@ from rag.router import load_routing
 from rag.settings import Settings, get_settings
 from rag.types import DEFAULT_TENANT
 from retrieval.budget import TrimParams
+from retrieval.fitted import FITTED_FILE, load_fitted, save_fitted
 
 
 def collect(
@@ -98,6 +107,65 @@ def report(rows: list[dict], settings: Settings) -> list[dict[str, object]]:
     return lines
 
 
+def focus_rows(rows: list[dict], base: float, focus_max_passages: int, focus_floor: float) -> list[dict]:
+    """Per question, the row whose prompt the service would send under the focus rule."""
+    by_question: dict[tuple[str, str], dict[float, dict]] = defaultdict(dict)
+    for row in rows:
+        by_question[(row["dataset"], row["id"])][row["floor"]] = row
+    chosen = []
+    for floors in by_question.values():
+        survived = len(floors[base]["passages"])
+        focused = 0 < survived <= focus_max_passages
+        chosen.append(floors[focus_floor] if focused else floors[base])
+    return chosen
+
+
+def fit(rows: list[dict], base: float, min_ratio: float) -> tuple[TrimParams, list[dict[str, object]]]:
+    """Every focus setting on the grid, judged against the base floor; the kept one and the table."""
+    floors = sorted({row["floor"] for row in rows if row["floor"] > base})
+    grid = [(0, base)] + [(k, f) for k in range(1, 6) for f in floors]
+
+    def means(chosen: list[dict]) -> dict[str, tuple[float, float, float]]:
+        per: dict[str, list[dict]] = defaultdict(list)
+        for row in chosen:
+            per[row["dataset"]].append(row)
+        return {
+            name: (
+                statistics.fmean(r.get("strong_f1", 0.0) for r in items),
+                statistics.fmean(r.get("cheap_f1", 0.0) for r in items),
+                statistics.fmean(r.get("prompt_tokens", 0) for r in items),
+            )
+            for name, items in sorted(per.items())
+        }
+
+    reference = means(focus_rows(rows, base, 0, base))
+    table, best = [], None
+    for k, floor in grid:
+        result = means(focus_rows(rows, base, k, floor))
+        feasible = all(result[n][0] >= min_ratio * reference[n][0] for n in reference)
+        tokens = statistics.fmean(result[n][2] / reference[n][2] for n in reference)
+        line: dict[str, object] = {"focus_max_passages": k, "focus_floor": floor, "feasible": feasible}
+        for name, (strong, cheap, prompt) in result.items():
+            line |= {
+                f"{name} strong_f1": round(strong, 3),
+                f"{name} cheap_f1": round(cheap, 3),
+                f"{name} prompt_tokens": round(prompt, 1),
+            }
+        table.append(line)
+        if feasible and (best is None or tokens < best[0]):
+            best = (tokens, k, floor)
+    assert best is not None  # the rule switched off is always feasible
+    return TrimParams(floor=base, focus_max_passages=best[1], focus_floor=best[2] if best[1] else 0.0), table
+
+
+def print_table(lines: list[dict[str, object]]) -> None:
+    columns = list(lines[0]) if lines else []
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for line in lines:
+        print("| " + " | ".join(str(line[k]) for k in columns) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,18 +174,34 @@ def main() -> None:
     c.add_argument("--floors", default="0.3,0.5,0.7", help="comma-separated trim floors")
     r = sub.add_parser("report")
     r.add_argument("rows", type=Path, nargs="+")
+    f = sub.add_parser("fit")
+    f.add_argument("rows", type=Path, nargs="+")
+    f.add_argument("--min-ratio", type=float, default=0.98)
+    f.add_argument("--routing-rows", type=Path, help="write the kept rule's rows here, one file per dataset")
+    f.add_argument("--write", action="store_true", help=f"write the focus rule to {FITTED_FILE}")
     args = parser.parse_args()
     if args.command == "collect":
         floors = [float(f) for f in args.floors.split(",")]
         collect(args.dataset, args.skip, args.limit, floors, args.out, args.index_root.resolve())
         return
     rows = read_rows(args.rows)
-    lines = report(rows, get_settings())
-    columns = list(lines[0]) if lines else []
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for line in lines:
-        print("| " + " | ".join(str(line[k]) for k in columns) + " |")
+    if args.command == "report":
+        print_table(report(rows, get_settings()))
+        return
+    fitted = load_fitted()
+    params, table = fit(rows, fitted.trim.floor, args.min_ratio)
+    print_table(table)
+    print(json.dumps(asdict(params)))
+    if args.routing_rows:
+        args.routing_rows.mkdir(parents=True, exist_ok=True)
+        chosen = focus_rows(rows, params.floor, params.focus_max_passages, params.focus_floor)
+        for name in sorted({row["dataset"] for row in chosen}):
+            lines = [json.dumps(row, ensure_ascii=False) for row in chosen if row["dataset"] == name]
+            (args.routing_rows / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    if args.write:
+        focus = {"focus_max_passages": params.focus_max_passages, "focus_floor": params.focus_floor}
+        save_fitted(replace(fitted, trim=replace(fitted.trim, **focus)))
+        print(f"wrote {FITTED_FILE}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from evals.retrieval import TRIM_TOP_K, doc_run, per_query_measures, trim_stats
 from rag.settings import Settings
 from rag.types import ScoredId
 from retrieval.budget import TrimParams
-from retrieval.fitted import FITTED_FILE, load_fitted, parse_fitted
+from retrieval.fitted import FITTED_FILE, load_fitted, save_fitted
 from retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from retrieval.hybrid import Candidates, HybridRetriever
 from retrieval.rerank import RerankParams, adaptive_rerank
@@ -368,13 +368,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "rerank":
         fitted = replace(fitted, rerank=fit_rerank(dumps, fitted.weighting, fitted.rerank))
     else:
+        found = fit_trim(dumps, fitted, args.datasets, args.index_root.resolve(), args.budget)
+        # the focus rule is evals/fit_trim.py's, fitted on answers: kept as it is
         fitted = replace(
-            fitted, trim=fit_trim(dumps, fitted, args.datasets, args.index_root.resolve(), args.budget)
+            fitted, trim=replace(fitted.trim, floor=found.floor, match_weight=found.match_weight)
         )
     print(json.dumps(fitted.as_json()[args.what], indent=1))
     if args.write:
-        FITTED_FILE.write_text(json.dumps(fitted.as_json(), indent=2) + "\n")
-        parse_fitted(json.loads(FITTED_FILE.read_text()))  # what was written loads back
+        save_fitted(fitted)
         print(f"wrote {FITTED_FILE}")
 
 

@@ -33,10 +33,18 @@ class TrimParams:
 
     floor: float = 0.0
     match_weight: float = 0.5
+    # Concentrated evidence: when at most ``focus_max_passages`` passages survive ``floor``, the trim is
+    # redone at ``focus_floor``. Small models answer a single-passage question better without the
+    # near-miss sentences around its answer, while evidence spread over many passages needs them all
+    # (evals/fit_trim.py). 0 turns it off.
+    focus_max_passages: int = 0
+    focus_floor: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.floor <= 1.0 or not 0.0 <= self.match_weight <= 1.0:
-            raise ValueError("floor and match_weight must be within [0, 1]")
+        if not all(0.0 <= x <= 1.0 for x in (self.floor, self.match_weight, self.focus_floor)):
+            raise ValueError("floor, match_weight and focus_floor must be within [0, 1]")
+        if self.focus_max_passages < 0:
+            raise ValueError("focus_max_passages must not be negative")
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,13 @@ def trim_to_budget(
     """Passages (best first, scores ≥ 0) cut to at most ``token_budget`` tokens of passage text."""
     if token_budget <= 0 or not passages:
         return []
-    sentences = _score_sentences(passages, question_terms, tokenize, params)
-    best = max((s.priority for s in sentences), default=0.0)
-    kept: dict[int, list[tuple[int, int]]] = {}
-    used = 0
-    for sentence in sorted(sentences, key=lambda s: (-s.priority, s.passage, s.span)):
-        if best > 0 and sentence.priority < params.floor * best:
-            break
-        cost = sentence.tokens + SEPARATOR_TOKENS
-        if used + cost <= token_budget:
-            kept.setdefault(sentence.passage, []).append(sentence.span)
-            used += cost
+    sentences = sorted(
+        _score_sentences(passages, question_terms, tokenize, params),
+        key=lambda s: (-s.priority, s.passage, s.span),
+    )
+    kept = _select(sentences, token_budget, params.floor)
+    if 0 < len(kept) <= params.focus_max_passages:
+        kept = _select(sentences, token_budget, params.focus_floor)
     if not kept:
         # Not even one sentence fits: cut the best passage to the budget so the prompt is never empty.
         return [_cut(passages[0], token_budget)]
@@ -78,6 +82,22 @@ def trim_to_budget(
         whole = len(spans) == sentences_in[index]  # every sentence of the passage was kept
         out.append(replace(passages[index], kept=() if whole else spans))
     return out
+
+
+def _select(ranked: Sequence[_Sentence], token_budget: int, floor: float) -> dict[int, list[tuple[int, int]]]:
+    """Best-priority sentences first, while they fit in the budget and reach ``floor`` × the best priority;
+    their spans by passage."""
+    best = ranked[0].priority if ranked else 0.0
+    kept: dict[int, list[tuple[int, int]]] = {}
+    used = 0
+    for sentence in ranked:
+        if best > 0 and sentence.priority < floor * best:
+            break
+        cost = sentence.tokens + SEPARATOR_TOKENS
+        if used + cost <= token_budget:
+            kept.setdefault(sentence.passage, []).append(sentence.span)
+            used += cost
+    return kept
 
 
 def _score_sentences(

@@ -1,4 +1,5 @@
-"""The retrieval parameters fitted on the DEV data (``evals/fit_weighting.py`` writes them), as one
+"""The retrieval parameters fitted on the DEV data (``evals/fit_weighting.py`` writes them, and
+``evals/fit_trim.py`` the trim's focus rule), as one
 versioned file shipped with the code: ``retrieval/params/fitted.json``."""
 
 from __future__ import annotations
@@ -44,3 +45,10 @@ def parse_fitted(data: dict) -> FittedParams:
 @lru_cache(maxsize=1)
 def load_fitted(path: Path = FITTED_FILE) -> FittedParams:
     return parse_fitted(json.loads(path.read_text()))
+
+
+def save_fitted(fitted: FittedParams, path: Path = FITTED_FILE) -> None:
+    """Write the file the service loads, and check that what was written loads back."""
+    path.write_text(json.dumps(fitted.as_json(), indent=2) + "\n")
+    parse_fitted(json.loads(path.read_text()))
+    load_fitted.cache_clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from evals.fit_trim import report
+from evals.fit_trim import fit, focus_rows, report
 from rag.settings import Settings
 
 PASSAGE = {
@@ -57,3 +57,29 @@ def test_report_replays_the_router_and_prices_the_counted_tokens() -> None:
 
     tight = lines[0.7]  # the question no tier answered (nothing survived the trim) is left out
     assert tight["n"] == 1 and tight["cascade_usd_per_1k"] == pytest.approx(round(1000 * cheap_call, 3))
+
+
+def floor_row(dataset: str, floor: float, passages: int, strong_f1: float, prompt_tokens: int) -> dict:
+    base = row("q", floor, "Rollo", strong_f1, strong_f1)
+    return base | {"dataset": dataset, "passages": [PASSAGE] * passages, "prompt_tokens": prompt_tokens}
+
+
+def test_fit_focuses_single_passage_questions_only_when_no_dataset_loses_f1() -> None:
+    rows = [
+        # one passage survives 0.3: the focused prompt is shorter and answers as well
+        floor_row("single", 0.3, 1, 0.8, 300),
+        floor_row("single", 0.7, 1, 0.8, 100),
+        # three passages survive: focusing would lose the answer, but the rule leaves them alone at k < 3
+        floor_row("spread", 0.3, 3, 1.0, 500),
+        floor_row("spread", 0.7, 1, 0.0, 150),
+    ]
+    params, table = fit(rows, 0.3, 0.98)
+    assert (params.focus_max_passages, params.focus_floor) == (1, 0.7)
+    assert next(r for r in table if r["focus_max_passages"] == 3)["feasible"] is False
+    chosen = {r["dataset"]: r["floor"] for r in focus_rows(rows, 0.3, 1, 0.7)}
+    assert chosen == {"single": 0.7, "spread": 0.3}
+
+    # when the single-passage questions lose F1 too, the rule stays off
+    rows[1] = floor_row("single", 0.7, 1, 0.5, 100)
+    params, _ = fit(rows, 0.3, 0.98)
+    assert params.focus_max_passages == 0

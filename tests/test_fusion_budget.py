@@ -103,10 +103,32 @@ def test_trim_floor_drops_unmatched_sentences_even_with_room() -> None:
     assert [p.text for p in kept] == ["The stadium was in Santa Clara."]
 
 
+def test_trim_focuses_only_when_few_passages_survive_the_floor() -> None:
+    terms = tokenize("Who won Super Bowl 50 for the Broncos?")
+    wide = TrimParams(floor=0.0, match_weight=0.8)
+    focus = TrimParams(floor=0.0, match_weight=0.8, focus_max_passages=1, focus_floor=0.9)
+    one = [scored("a", 1.0)]
+    assert trim_to_budget(one, 10_000, terms, tokenize, wide)[0].text == SENTENCES["a"]
+    # one passage survived the floor: the trim is redone at the focus floor, and keeps the answer's sentence
+    assert [p.text for p in trim_to_budget(one, 10_000, terms, tokenize, focus)] == [
+        "The Denver Broncos won Super Bowl 50."
+    ]
+    # two survived: the evidence is spread, and the wide trim stands
+    two = [scored("a", 1.0), scored("b", 0.8)]
+    assert trim_to_budget(two, 10_000, terms, tokenize, focus) == trim_to_budget(
+        two, 10_000, terms, tokenize, wide
+    )
+    assert len(trim_to_budget(two, 10_000, terms, tokenize, wide)) == 2
+
+
 def test_trim_validates_params_and_budget() -> None:
     assert trim_to_budget([scored("a", 1.0)], 0) == []
     with pytest.raises(ValueError):
         TrimParams(floor=1.5)
+    with pytest.raises(ValueError):
+        TrimParams(focus_floor=-0.1)
+    with pytest.raises(ValueError):
+        TrimParams(focus_max_passages=-1)
 
 
 def test_convex_combination_normalizes_each_list_and_weights_them() -> None:
