@@ -72,14 +72,15 @@ def collect(
 
 
 def report(rows: list[dict], settings: Settings) -> list[dict[str, object]]:
-    """One line per (dataset, floor), over the questions where both tiers answered."""
+    """One line per dataset and trim (the row's ``trim`` label if a focus rule chose it, else its floor),
+    over the questions where both tiers answered."""
     groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
     for row in rows:
         if "strong_f1" in row:
-            groups[(row["dataset"], row["floor"])].append(row)
+            groups[(row["dataset"], str(row.get("trim", row["floor"])))].append(row)
     cheap, strong = settings.tiers[settings.cheap_tier], settings.tiers[settings.default_tier]
     lines = []
-    for (dataset, floor), items in sorted(groups.items()):
+    for (dataset, trim), items in sorted(groups.items()):
         judged = judge(items, load_routing())
 
         def cost(row: dict, accept: bool) -> float:
@@ -91,7 +92,7 @@ def report(rows: list[dict], settings: Settings) -> list[dict[str, object]]:
         lines.append(
             {
                 "dataset": dataset,
-                "floor": floor,
+                "trim": trim,
                 "n": len(items),
                 "prompt_tokens": round(statistics.fmean(r["prompt_tokens"] for r in items), 1),
                 "passages": round(statistics.fmean(len(r["passages"]) for r in items), 2),
@@ -112,11 +113,12 @@ def focus_rows(rows: list[dict], base: float, focus_max_passages: int, focus_flo
     by_question: dict[tuple[str, str], dict[float, dict]] = defaultdict(dict)
     for row in rows:
         by_question[(row["dataset"], row["id"])][row["floor"]] = row
+    label = f"focus {focus_max_passages} at {focus_floor}" if focus_max_passages else str(base)
     chosen = []
     for floors in by_question.values():
         survived = len(floors[base]["passages"])
         focused = 0 < survived <= focus_max_passages
-        chosen.append(floors[focus_floor] if focused else floors[base])
+        chosen.append(floors[focus_floor if focused else base] | {"trim": label})
     return chosen
 
 

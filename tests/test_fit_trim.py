@@ -44,18 +44,18 @@ def test_report_replays_the_router_and_prices_the_counted_tokens() -> None:
         row("q1", 0.7, "Rollo", 1.0, 1.0),
         {k: v for k, v in row("q2", 0.7, "", 0.0, 0.0).items() if not k.startswith(("cheap", "strong"))},
     ]
-    lines = {line["floor"]: line for line in report(rows, settings)}
+    lines = {line["trim"]: line for line in report(rows, settings)}
     cheap, strong = settings.tiers["cheap"], settings.tiers["strong"]
     cheap_call = (100 * cheap.input_usd_per_mtok + 2 * cheap.output_usd_per_mtok) / 1e6
     strong_call = (100 * strong.input_usd_per_mtok + 4 * strong.output_usd_per_mtok) / 1e6
 
-    wide = lines[0.3]
+    wide = lines["0.3"]
     assert wide["n"] == 2 and wide["cascade_cheap_share"] == 0.5
     assert wide["cascade_f1"] == pytest.approx(0.75)  # 1.0 from the cheap tier, 0.5 from the strong one
     assert wide["strong_f1"] == pytest.approx(0.75) and wide["cheap_f1"] == pytest.approx(0.5)
     assert wide["cascade_usd_per_1k"] == pytest.approx(round(1000 * (2 * cheap_call + strong_call) / 2, 3))
 
-    tight = lines[0.7]  # the question no tier answered (nothing survived the trim) is left out
+    tight = lines["0.7"]  # the question no tier answered (nothing survived the trim) is left out
     assert tight["n"] == 1 and tight["cascade_usd_per_1k"] == pytest.approx(round(1000 * cheap_call, 3))
 
 
@@ -76,8 +76,9 @@ def test_fit_focuses_single_passage_questions_only_when_no_dataset_loses_f1() ->
     params, table = fit(rows, 0.3, 0.98)
     assert (params.focus_max_passages, params.focus_floor) == (1, 0.7)
     assert next(r for r in table if r["focus_max_passages"] == 3)["feasible"] is False
-    chosen = {r["dataset"]: r["floor"] for r in focus_rows(rows, 0.3, 1, 0.7)}
-    assert chosen == {"single": 0.7, "spread": 0.3}
+    chosen = focus_rows(rows, 0.3, 1, 0.7)
+    assert {r["dataset"]: r["floor"] for r in chosen} == {"single": 0.7, "spread": 0.3}
+    assert {line["trim"] for line in report(chosen, Settings())} == {"focus 1 at 0.7"}
 
     # when the single-passage questions lose F1 too, the rule stays off
     rows[1] = floor_row("single", 0.7, 1, 0.5, 100)
