@@ -12,8 +12,10 @@ each question once (hybrid, graph, rerank, as the service does), trims the ranki
 
 ``fit`` replays the trim's focus rule (``TrimParams.focus_max_passages`` / ``focus_floor``: when at most
 that many passages survive the shipped floor, the prompt is the one trimmed at the focus floor) for every
-setting on the grid, and keeps the one with the fewest prompt tokens whose strong-tier F1 stays at least
-``--min-ratio`` × its F1 at the shipped floor on every dataset (no setting: the rule stays off).
+setting on the grid, and keeps the one with the fewest prompt tokens whose cascade F1 (what the service
+answers: the cheap tier's answer where the shipped router lets it stand, the strong tier's elsewhere)
+stays at least ``--min-ratio`` × the cascade F1 at the shipped floor on every dataset (no setting: the
+rule stays off). A trim that helps one tier and hurts the other is judged by what the user gets.
 ``--routing-rows DIR`` writes the rows the kept rule selects, one file per dataset, for
 ``evals.fit_routing fit``.
 
@@ -122,6 +124,15 @@ def focus_rows(rows: list[dict], base: float, focus_max_passages: int, focus_flo
     return chosen
 
 
+def cascade_f1(rows: list[dict]) -> float:
+    """The service's answer quality on these rows: the cheap answer where the shipped router lets it
+    stand, the strong one elsewhere (a question no tier answered scores 0)."""
+    judged = {id(r): a for r, a in judge(rows, load_routing())}
+    return statistics.fmean(
+        (r["cheap_f1"] if judged[id(r)] else r["strong_f1"]) if id(r) in judged else 0.0 for r in rows
+    )
+
+
 def fit(rows: list[dict], base: float, min_ratio: float) -> tuple[TrimParams, list[dict[str, object]]]:
     """Every focus setting on the grid, judged against the base floor; the kept one and the table."""
     floors = sorted({row["floor"] for row in rows if row["floor"] > base})
@@ -133,7 +144,7 @@ def fit(rows: list[dict], base: float, min_ratio: float) -> tuple[TrimParams, li
             per[row["dataset"]].append(row)
         return {
             name: (
-                statistics.fmean(r.get("strong_f1", 0.0) for r in items),
+                cascade_f1(items),
                 statistics.fmean(r.get("cheap_f1", 0.0) for r in items),
                 statistics.fmean(r.get("prompt_tokens", 0) for r in items),
             )
@@ -147,9 +158,9 @@ def fit(rows: list[dict], base: float, min_ratio: float) -> tuple[TrimParams, li
         feasible = all(result[n][0] >= min_ratio * reference[n][0] for n in reference)
         tokens = statistics.fmean(result[n][2] / reference[n][2] for n in reference)
         line: dict[str, object] = {"focus_max_passages": k, "focus_floor": floor, "feasible": feasible}
-        for name, (strong, cheap, prompt) in result.items():
+        for name, (cascade, cheap, prompt) in result.items():
             line |= {
-                f"{name} strong_f1": round(strong, 3),
+                f"{name} cascade_f1": round(cascade, 3),
                 f"{name} cheap_f1": round(cheap, 3),
                 f"{name} prompt_tokens": round(prompt, 1),
             }
