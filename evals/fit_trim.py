@@ -19,7 +19,7 @@ rule stays off). A trim that helps one tier and hurts the other is judged by wha
 ``--routing-rows DIR`` writes the rows the kept rule selects, one file per dataset, for
 ``evals.fit_routing fit``.
 
-``report`` prints, per dataset and floor: each tier's F1, the prompt's tokens, and the cascade with the
+``report`` prints, per dataset and floor (or focus rule): each tier's F1, the prompt's tokens, and the cascade with the
 shipped router (``rag/params/routing.json``, replayed through ``CascadeRouter.check``): its F1, its cheap
 share and its generation cost per 1,000 questions at the default prices, from the counted tokens.
 """
@@ -76,7 +76,7 @@ def collect(
 def report(rows: list[dict], settings: Settings) -> list[dict[str, object]]:
     """One line per dataset and trim (the row's ``trim`` label if a focus rule chose it, else its floor),
     over the questions where both tiers answered."""
-    groups: dict[tuple[str, float], list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         if "strong_f1" in row:
             groups[(row["dataset"], str(row.get("trim", row["floor"])))].append(row)
@@ -100,9 +100,7 @@ def report(rows: list[dict], settings: Settings) -> list[dict[str, object]]:
                 "passages": round(statistics.fmean(len(r["passages"]) for r in items), 2),
                 "cheap_f1": round(statistics.fmean(r["cheap_f1"] for r in items), 3),
                 "strong_f1": round(statistics.fmean(r["strong_f1"] for r in items), 3),
-                "cascade_f1": round(
-                    statistics.fmean(r["cheap_f1"] if a else r["strong_f1"] for r, a in judged), 3
-                ),
+                "cascade_f1": round(cascade_f1(items), 3),
                 "cascade_cheap_share": round(statistics.fmean(a for _, a in judged), 2),
                 "cascade_usd_per_1k": round(1000 * statistics.fmean(cost(r, a) for r, a in judged), 3),
             }
