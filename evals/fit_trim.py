@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from evals.corpus_index import indexed_corpus
 from evals.datasets import load_dataset
-from evals.fit_routing import add_collect_arguments, answer_both, judge, question_row, read_rows
+from evals.fit_routing import add_collect_arguments, answer_both, judge, question_row, read_rows, summarize
 from rag.accounting import cost_usd
 from rag.router import load_routing
 from rag.settings import Settings, get_settings
@@ -91,17 +91,18 @@ def report(rows: list[dict], settings: Settings) -> list[dict[str, object]]:
                 spent += cost_usd(strong, row["prompt_tokens"], row["strong_completion_tokens"])
             return spent
 
+        summary = summarize(judged)[dataset]
         lines.append(
             {
                 "dataset": dataset,
                 "trim": trim,
-                "n": len(items),
+                "n": summary["n"],
                 "prompt_tokens": round(statistics.fmean(r["prompt_tokens"] for r in items), 1),
                 "passages": round(statistics.fmean(len(r["passages"]) for r in items), 2),
-                "cheap_f1": round(statistics.fmean(r["cheap_f1"] for r in items), 3),
-                "strong_f1": round(statistics.fmean(r["strong_f1"] for r in items), 3),
-                "cascade_f1": round(cascade_f1(items), 3),
-                "cascade_cheap_share": round(statistics.fmean(a for _, a in judged), 2),
+                "cheap_f1": round(summary["cheap_f1"], 3),
+                "strong_f1": round(summary["strong_f1"], 3),
+                "cascade_f1": round(summary["cascade_f1"], 3),
+                "cascade_cheap_share": round(summary["cheap_share"], 2),
                 "cascade_usd_per_1k": round(1000 * statistics.fmean(cost(r, a) for r, a in judged), 3),
             }
         )
@@ -125,10 +126,8 @@ def focus_rows(rows: list[dict], base: float, focus_max_passages: int, focus_flo
 def cascade_f1(rows: list[dict]) -> float:
     """The service's answer quality on these rows: the cheap answer where the shipped router lets it
     stand, the strong one elsewhere (a question no tier answered scores 0)."""
-    judged = {id(r): a for r, a in judge(rows, load_routing())}
-    return statistics.fmean(
-        (r["cheap_f1"] if judged[id(r)] else r["strong_f1"]) if id(r) in judged else 0.0 for r in rows
-    )
+    accepted = {id(r) for r, accept in judge(rows, load_routing()) if accept}
+    return statistics.fmean(r["cheap_f1"] if id(r) in accepted else r.get("strong_f1", 0.0) for r in rows)
 
 
 def fit(rows: list[dict], base: float, min_ratio: float) -> tuple[TrimParams, list[dict[str, object]]]:
