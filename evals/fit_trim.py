@@ -57,15 +57,16 @@ def collect(
         for query in tqdm(
             dataset.queries[skip : skip + limit], unit="q", desc=f"trim {dataset.name}", file=sys.stderr
         ):
-            candidates = retriever.candidates(DEFAULT_TENANT, query.question)
-            weights = retriever.weigh(candidates)
-            fused, _ = retriever.with_graph(candidates, retriever.fuse(candidates, weights), weights)
-            chunks = retriever.hydrate(fused, retriever.hydrate_depth(settings.top_k))
-            ranking = retriever.rerank(candidates, fused, chunks, weights).ranking
+            ranked = retriever.rank(DEFAULT_TENANT, query.question, settings.top_k)
             for floor in floors:
                 params = TrimParams(floor=floor, match_weight=retriever.trim_params.match_weight)
                 passages = retriever.trim(
-                    candidates, ranking, chunks, settings.top_k, settings.token_budget, params
+                    ranked.candidates,
+                    ranked.reranked.ranking,
+                    ranked.chunks,
+                    settings.top_k,
+                    settings.token_budget,
+                    params,
                 )
                 row = question_row(dataset.name, query, passages) | {"floor": floor}
                 row |= answer_both(service, settings, query, passages)

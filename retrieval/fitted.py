@@ -5,7 +5,7 @@ versioned file shipped with the code: ``retrieval/params/fitted.json``."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +22,7 @@ class FittedParams:
     weighting: WeightingParams
     rerank: RerankParams
     trim: TrimParams
-    graph: GraphParams = GraphParams()
+    graph: GraphParams = field(default_factory=GraphParams)
 
     def as_json(self) -> dict:
         return {

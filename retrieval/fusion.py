@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from rag.types import ScoredId
 
 RRF_K = 60
 
 
-def _check_weights(
-    rankings: Sequence[object], weights: Sequence[float] | None
-) -> Sequence[float]:
+def _check_weights(rankings: Sequence[object], weights: Sequence[float] | None) -> Sequence[float]:
     weights = weights if weights is not None else [1.0] * len(rankings)
     if len(weights) != len(rankings):
         raise ValueError("one weight per ranking (or score map) is required")

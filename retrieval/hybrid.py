@@ -8,8 +8,9 @@ when it compares methods (``bm25``, ``dense``, fixed fusions, ``hybrid``, ``hybr
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -89,6 +90,19 @@ class Candidates:
     stage_ms: dict[str, float] = field(default_factory=dict)
     tenant: str = ""
     vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One question's ranking before the trim: what ``retrieve`` trims, and what an eval trims several
+    ways (``evals/fit_trim.py``) without repeating the stages."""
+
+    candidates: Candidates
+    weights: FusionWeights
+    graph_debug: dict[str, object]
+    chunks: dict[str, Chunk]
+    reranked: Reranked
+    stage_ms: dict[str, float]
 
 
 class HybridRetriever:
@@ -177,7 +191,11 @@ class HybridRetriever:
         )
 
     def with_graph(
-        self, candidates: Candidates, fused: Sequence[ScoredId], weights: FusionWeights, params: GraphParams | None = None
+        self,
+        candidates: Candidates,
+        fused: Sequence[ScoredId],
+        weights: FusionWeights,
+        params: GraphParams | None = None,
     ) -> tuple[list[ScoredId], dict[str, object]]:
         """The fusion again with a third list, the chunks the knowledge graph reaches from the question's
         entities and the best fused chunks (the second hop of a multi-hop question); a question that
@@ -190,7 +208,10 @@ class HybridRetriever:
         entities = self._expander.question_entities(tenant, question)
         named = is_question(question) and len(entities) >= p.min_entities
         if not named and not self._expander.titles_among(tenant, entities):
-            return list(fused), {"weight": 0.0, "reason": "neither a question naming a graph entity nor a title"}
+            return list(fused), {
+                "weight": 0.0,
+                "reason": "neither a question naming a graph entity nor a title",
+            }
         seeds = [hit.chunk_id for hit in fused[: p.seeds]]
         reached = self._expander.expand(tenant, question, seeds, limit=p.depth)
         if not reached:
@@ -199,13 +220,20 @@ class HybridRetriever:
         new = [hit.chunk_id for hit in reached if hit.chunk_id not in lexical]
         if new:
             lexical.update(self._lexical.score(tenant, question, new))
-            vector = candidates.vector if candidates.vector is not None else self._embedder.embed_query(question)
+            vector = (
+                candidates.vector if candidates.vector is not None else self._embedder.embed_query(question)
+            )
             dense.update(self._dense.score(tenant, vector, new))
         graph = dict.fromkeys(lexical, 0.0) | {hit.chunk_id: hit.score for hit in reached}
         ranking = standardized_combination(
             [lexical, dense, graph], [weights.bm25 * (1 - g), weights.dense * (1 - g), g]
         )
-        return ranking, {"weight": round(g, 4), "entities": entities[:10], "reached": len(reached), "new": len(new)}
+        return ranking, {
+            "weight": round(g, 4),
+            "entities": entities[:10],
+            "reached": len(reached),
+            "new": len(new),
+        }
 
     def hydrate(self, ranking: Sequence[ScoredId], n: int) -> dict[str, Chunk]:
         return self._chunks.chunks([hit.chunk_id for hit in ranking[:n]])
@@ -238,7 +266,7 @@ class HybridRetriever:
 
         return replace(adaptive_rerank(fused, score, weight, p), tokens=read)
 
-    def hydrate_depth(self, top_k: int) -> int:
+    def _hydrate_depth(self, top_k: int) -> int:
         """How many fused chunks the service reads: all the reranker may score, and the reference top 10."""
         return max(self.rerank_params.max_pairs, top_k * 2, REFERENCE_TOP_K)
 
@@ -252,48 +280,63 @@ class HybridRetriever:
         params: TrimParams | None = None,
     ) -> list[Passage]:
         return trim_to_budget(
-            _whole(ranking, chunks, top_k), token_budget, candidates.terms, tokenize, params or self.trim_params
+            _whole(ranking, chunks, top_k),
+            token_budget,
+            candidates.terms,
+            tokenize,
+            params or self.trim_params,
         )
 
     # -- the service's path -------------------------------------------------------------------------
 
-    def retrieve(
-        self, tenant: str, question: str, top_k: int, token_budget: int, query_vector: np.ndarray | None = None
-    ) -> Retrieval:
-        if self.mode == "dense":
-            return self._retrieve_dense(tenant, question, top_k, query_vector)
+    def rank(self, tenant: str, question: str, top_k: int, query_vector: np.ndarray | None = None) -> Ranked:
+        """Every stage up to the trim (candidates → weigh → graph → hydrate → rerank), timed."""
         started = time.perf_counter()
         candidates = self.candidates(tenant, question, query_vector=query_vector)
         weights = self.weigh(candidates)
         fused, graph_debug = self.with_graph(candidates, self.fuse(candidates, weights), weights)
-        chunks = self.hydrate(fused, self.hydrate_depth(top_k))
+        chunks = self.hydrate(fused, self._hydrate_depth(top_k))
         after_fuse = time.perf_counter()
         reranked = self.rerank(candidates, fused, chunks, weights)
         after_rerank = time.perf_counter()
+        stage_ms = {
+            **candidates.stage_ms,
+            "fuse": (after_fuse - started) * 1000 - sum(candidates.stage_ms.values()),
+            "rerank": (after_rerank - after_fuse) * 1000,
+        }
+        return Ranked(candidates, weights, graph_debug, chunks, reranked, stage_ms)
+
+    def retrieve(
+        self,
+        tenant: str,
+        question: str,
+        top_k: int,
+        token_budget: int,
+        query_vector: np.ndarray | None = None,
+    ) -> Retrieval:
+        if self.mode == "dense":
+            return self._retrieve_dense(tenant, question, top_k, query_vector)
+        ranked = self.rank(tenant, question, top_k, query_vector)
+        started = time.perf_counter()
+        weights, chunks, reranked = ranked.weights, ranked.chunks, ranked.reranked
         if self.trim_enabled:
-            passages = self.trim(candidates, reranked.ranking, chunks, top_k, token_budget)
+            passages = self.trim(ranked.candidates, reranked.ranking, chunks, top_k, token_budget)
         else:
             passages = _whole(reranked.ranking, chunks, top_k)
         reference = _whole(reranked.ranking, chunks, REFERENCE_TOP_K)
         done = time.perf_counter()
         untrimmed = [chunks[h.chunk_id].token_count for h in reranked.ranking[:top_k] if h.chunk_id in chunks]
-        fuse_ms = (after_fuse - started) * 1000 - sum(candidates.stage_ms.values())
         return Retrieval(
             passages=tuple(passages),
             reference_passages=tuple(reference),
             rerank_tokens=reranked.tokens,
-            stage_ms={
-                **candidates.stage_ms,
-                "fuse": fuse_ms,
-                "rerank": (after_rerank - after_fuse) * 1000,
-                "trim": (done - after_rerank) * 1000,
-            },
+            stage_ms={**ranked.stage_ms, "trim": (done - started) * 1000},
             debug={
                 "mode": "hybrid",
                 "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},
                 "reason": weights.reason,
                 "evidence": weights.evidence.as_dict(),
-                "graph": graph_debug,
+                "graph": ranked.graph_debug,
                 "rerank": {"pairs": reranked.pairs, "weight": round(reranked.weight, 4)},
                 "trim": {
                     "enabled": self.trim_enabled,

@@ -33,11 +33,19 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("eval-index")
     with indexed_corpus(dataset, root, make_settings(root / "unused")) as service:
         result = evaluate(service, dataset, budget=1000)
-        debug = service.retriever.retrieve(DEFAULT_TENANT, dataset.queries[0].question, 5, 1000).debug
+        question = dataset.queries[0].question
+        retrieval = service.retriever.retrieve(DEFAULT_TENANT, question, 5, 1000)
+        debug = retrieval.debug
+        # What ``evals/fit_trim.py`` trims: the same ranking ``retrieve`` trims, passage for passage.
+        retriever, ranked = service.retriever, service.retriever.rank(DEFAULT_TENANT, question, 5)
+        retrimmed = retriever.trim(ranked.candidates, ranked.reranked.ranking, ranked.chunks, 5, 1000)
+        same_trim = [(p.chunk.id, p.text) for p in retrimmed] == [
+            (p.chunk.id, p.text) for p in retrieval.passages
+        ]
     # A second open reuses the finished index instead of building it again.
     with indexed_corpus(dataset, root, make_settings(root / "unused")) as service:
         assert service.registry.count_chunks() > 0
-    return {"report": result, "debug": debug, "root": root}
+    return {"report": result, "debug": debug, "root": root, "same_trim": same_trim}
 
 
 def test_hybrid_beats_each_single_retriever(report: dict) -> None:
@@ -70,6 +78,10 @@ def test_the_response_debug_says_how_the_context_was_chosen(report: dict) -> Non
     assert debug["reason"]
     assert set(debug["evidence"]) >= {"cjk_share", "dense_gap", "overlap"}
     assert debug["rerank"]["pairs"] >= 0 and debug["trim"]["tokens_kept"] <= 1000
+
+
+def test_the_ranking_an_eval_trims_is_the_one_the_service_trims(report: dict) -> None:
+    assert report["same_trim"]
 
 
 def test_an_interrupted_index_build_is_started_over(report: dict, tmp_path: Path) -> None:
