@@ -184,6 +184,33 @@ def test_llama_cpp_is_deterministic_across_calls_and_threads(cheap_llm: LlamaCpp
     assert results == [first.text, first.text]
 
 
+def _context_question(question: str) -> list[ChatMessage]:
+    passage = " ".join(
+        f"In {1800 + 7 * i}, the town council of Elmsworth approved plan number {i} for the harbour."
+        for i in range(12)
+    )
+    return [
+        ChatMessage("system", "Answer the question using only the context. Reply with the answer only."),
+        ChatMessage("user", f"Context: {passage}\n\nQuestion: {question}"),
+    ]
+
+
+def test_llama_cpp_answers_a_prompt_the_same_way_whatever_was_asked_before(cheap_llm: LlamaCppLLM) -> None:
+    """llama-cpp-python reuses the cached part of the previous prompt: asked twice in a row, a prompt had
+    its last token evaluated alone, and its token probabilities (the router's confidence) changed."""
+    asked = _context_question("Which plan was approved in 1835?")
+    other = _context_question("In which year was plan number 3 approved?")
+
+    def answer() -> tuple[str, tuple[float, ...]]:
+        generation = cheap_llm.generate(asked, max_tokens=8)
+        return generation.text, generation.token_probs
+
+    first = answer()
+    assert answer() == first  # the whole prompt cached
+    cheap_llm.generate(other, max_tokens=8)
+    assert answer() == first  # only the system prompt shared
+
+
 def test_llama_cpp_reports_how_sure_it_was_of_each_chosen_token(cheap_llm: LlamaCppLLM) -> None:
     sure = cheap_llm.generate(EIFFEL, max_tokens=32)
     assert sure.token_probs and all(0.0 < p <= 1.0 for p in sure.token_probs)

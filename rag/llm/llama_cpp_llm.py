@@ -31,6 +31,7 @@ class LlamaCppLLM:
         self._lock = threading.Lock()
         self._llama: Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
+        self._primed: list[int] = []  # the prefix held in llama.cpp's cache, evaluated on its own
 
     def warm_up(self) -> None:
         with self._lock:
@@ -56,6 +57,7 @@ class LlamaCppLLM:
                     f"{self.model}: prompt of {n_prompt} tokens plus max_tokens={max_tokens} "
                     f"exceeds the context window of {self._n_ctx}"
                 )
+            self._keep_only_prefix(llama, self._fixed_prefix(llama, formatter, payload))
             chunks = llama.create_chat_completion(
                 messages=payload,
                 temperature=0.0,
@@ -73,7 +75,41 @@ class LlamaCppLLM:
                     finish_reason = choice.get("finish_reason") or finish_reason
             finally:
                 chunks.close()
-        return Generation(text="".join(pieces).strip(), finish_reason=finish_reason, token_probs=tuple(chosen))
+        return Generation(
+            text="".join(pieces).strip(), finish_reason=finish_reason, token_probs=tuple(chosen)
+        )
+
+    @staticmethod
+    def _fixed_prefix(llama: Llama, formatter: Jinja2ChatFormatter, payload: list[dict]) -> list[int]:
+        """The prompt's tokens before the last message's content: the same for every request that shares
+        the earlier messages (the system prompt)."""
+
+        def tokens(messages: list[dict]) -> list[int]:
+            prompt = formatter(messages=messages).prompt
+            return llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+        full = tokens(payload)
+        blank = tokens([*payload[:-1], {**payload[-1], "content": ""}])
+        shared = 0
+        for a, b in zip(full, blank):
+            if a != b:
+                break
+            shared += 1
+        return full[: min(shared, len(full) - 1)]
+
+    def _keep_only_prefix(self, llama: Llama, prefix: list[int]) -> None:
+        """Leave exactly ``prefix`` in llama.cpp's cache, evaluated on its own, so that the rest of every
+        prompt is computed the same way whatever was asked before. llama-cpp-python otherwise reuses the
+        longest match with the previous prompt and evaluates only the remainder: the same prompt twice
+        then re-evaluates one token alone, whose arithmetic differs from a batch's enough to change the
+        token probabilities and, at near ties, the greedy answer. The caller holds the lock."""
+        if prefix and self._primed == prefix and llama.n_tokens >= len(prefix):
+            llama.n_tokens = len(prefix)  # generate() drops the cached rest
+            return
+        llama.reset()
+        if prefix:
+            llama.eval(prefix)
+        self._primed = prefix
 
     def _load(self) -> tuple[Llama, Jinja2ChatFormatter]:
         """Load once; the caller holds the lock."""
