@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import mimetypes
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -23,7 +24,7 @@ from rag.types import DEFAULT_TENANT
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 UrlOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--url",
         envvar="RAG_URL",
@@ -41,7 +42,7 @@ def _fail(message: str) -> None:
 
 
 @contextmanager
-def _service(settings: Settings, generation: bool) -> Iterator["object"]:
+def _service(settings: Settings, generation: bool) -> Iterator[object]:
     from rag.service import Service
 
     service = Service.open(settings)
@@ -144,8 +145,8 @@ def ingest(
 def ask(
     question: Annotated[str, typer.Argument(help="the question")],
     as_json: Annotated[bool, typer.Option("--json", help="print the full response as JSON")] = False,
-    top_k: Annotated[Optional[int], typer.Option(help="passages to retrieve")] = None,
-    token_budget: Annotated[Optional[int], typer.Option(help="context tokens at most")] = None,
+    top_k: Annotated[int | None, typer.Option(help="passages to retrieve")] = None,
+    token_budget: Annotated[int | None, typer.Option(help="context tokens at most")] = None,
     url: UrlOption = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
@@ -281,12 +282,12 @@ app.add_typer(eval_app, name="eval")
 def eval_retrieval(
     dataset: Annotated[Path, typer.Option(help="a folder with corpus.jsonl and queries.jsonl")],
     out: Annotated[Path, typer.Option(help="write the report as JSON here")],
-    limit: Annotated[Optional[int], typer.Option(help="at most this many questions")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many questions")] = None,
     token_budget: Annotated[int, typer.Option(help="budget of the trimmed method")] = 1000,
     index_root: Annotated[
         Path, typer.Option(help="indexes are built here once per corpus and reused")
     ] = Path("data/eval"),
-    dump: Annotated[Optional[Path], typer.Option(help="per-query rows for evals.fit_weighting")] = None,
+    dump: Annotated[Path | None, typer.Option(help="per-query rows for evals.fit_weighting")] = None,
 ) -> None:
     """Compare bm25, dense, fixed fusions, per-query hybrid, rerank and trim on one dataset."""
     from evals.retrieval import print_table, run
@@ -323,14 +324,14 @@ def eval_cache(
 def eval_qa(
     dataset: Annotated[Path, typer.Option(help="a folder with corpus.jsonl and queries.jsonl")],
     out: Annotated[Path, typer.Option(help="write the report as JSON here")],
-    limit: Annotated[Optional[int], typer.Option(help="the first N questions only")] = None,
+    limit: Annotated[int | None, typer.Option(help="the first N questions only")] = None,
     pipelines: Annotated[
         str, typer.Option(help="comma-separated: naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,optimized")
     ] = "naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,optimized",
-    report: Annotated[Optional[Path], typer.Option(help="also write a Markdown report here")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="also plot F1 against cost per 1k questions (PNG)")] = None,
+    report: Annotated[Path | None, typer.Option(help="also write a Markdown report here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="also plot F1 against cost per 1k questions (PNG)")] = None,
     url: Annotated[
-        Optional[str], typer.Option(help="ask a running service over HTTP instead (one pipeline: 'service')")
+        str | None, typer.Option(help="ask a running service over HTTP instead (one pipeline: 'service')")
     ] = None,
     index_root: Annotated[
         Path, typer.Option(help="indexes are built here once per corpus and reused")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from datetime import datetime, timezone
 
 from rag.errors import BudgetExceeded, RagError, Unauthorized
 
@@ -35,7 +34,7 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("%s: %s", exc.code, exc.message)
         response = error_response(exc.status_code, exc.code, exc.message)
         if isinstance(exc, BudgetExceeded) and isinstance(exc.resets_at, datetime):
-            wait = (exc.resets_at - datetime.now(timezone.utc)).total_seconds()
+            wait = (exc.resets_at - datetime.now(UTC)).total_seconds()
             response.headers["Retry-After"] = str(max(1, int(wait)))
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = "Bearer"

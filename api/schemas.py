@@ -31,7 +31,7 @@ class DocumentOut(BaseModel):
     created_at: str
 
     @classmethod
-    def of(cls, record: DocumentRecord) -> "DocumentOut":
+    def of(cls, record: DocumentRecord) -> DocumentOut:
         return cls(
             id=record.id,
             name=record.name,
@@ -137,7 +137,7 @@ class QueryResponse(BaseModel):
     )
 
     @classmethod
-    def of(cls, answer: Answer) -> "QueryResponse":
+    def of(cls, answer: Answer) -> QueryResponse:
         return cls(
             answer=answer.answer,
             citations=[CitationOut(**vars(c)) for c in answer.citations],

@@ -19,12 +19,12 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import ir_measures
-from ir_measures import R, RR, nDCG
+from ir_measures import RR, R, nDCG
 from tqdm import tqdm
 
 from evals.bench import percentile

@@ -11,9 +11,10 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 from indexing.chunking import Chunker
 from indexing.consistency import GRAPH, CensusStore, Difference, find_differences

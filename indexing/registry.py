@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from rag.sqlite_util import transaction
-from rag.types import Chunk, DocumentRecord, utc_now
+from rag.types import Chunk, DocumentRecord
 
 PENDING, INDEXED, DELETING = "pending", "indexed", "deleting"
 

@@ -74,7 +74,7 @@ class DynamicBatcher(Generic[T, R]):
             results = self._run_batch([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- any failure is isolated to the item that caused it
             if len(batch) == 1:
                 batch[0][1].set_exception(exc)
                 return

@@ -15,9 +15,9 @@ import re
 import secrets
 import sqlite3
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from pydantic import SecretStr
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from rag.errors import BudgetExceeded
@@ -70,7 +70,7 @@ class UsageTotals:
 
 
 def _utc_day(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
 
 
 class UsageLedger:
@@ -104,7 +104,7 @@ class UsageLedger:
             return self._spent.get((tenant, _utc_day(self._clock())), 0.0)
 
     def day_resets_at(self) -> datetime:
-        now = datetime.fromtimestamp(self._clock(), tz=timezone.utc)
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
         return (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
     def admit(

@@ -25,9 +25,9 @@ from kg.graph import KnowledgeGraph
 from rag.cache import SemanticCache
 from rag.cache_verifier import load_verifier
 from rag.errors import StoreError
+from rag.ledger import UsageLedger
 from rag.llm.base import LLM
 from rag.llm.factory import build_llm
-from rag.ledger import UsageLedger
 from rag.pipeline import QueryPipeline
 from rag.router import CascadeRouter, load_routing
 from rag.settings import Settings
@@ -46,7 +46,7 @@ CACHE_COLLECTION = "answer_cache"
 def _lock_data_dir(data_dir: Path) -> IO[str]:
     """One process owns an embedded data dir; a second one gets a clear error instead of corruption."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(data_dir / ".lock", "a+")
+    handle = open(data_dir / ".lock", "a+")  # noqa: SIM115 -- held open for the process: it is the lock
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -84,7 +84,7 @@ class Service:
     _lock_handle: IO[str]
 
     @classmethod
-    def open(cls, settings: Settings) -> "Service":
+    def open(cls, settings: Settings) -> Service:
         """Open every store (cheap); models load in ``warm_up``."""
         lock = _lock_data_dir(settings.data_dir)
         embedder = SentenceTransformerEmbedder(

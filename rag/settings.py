@@ -24,7 +24,7 @@ class TierSettings(BaseModel):
     api_key_env: str | None = None
 
     @model_validator(mode="after")
-    def _openai_needs_url(self) -> "TierSettings":
+    def _openai_needs_url(self) -> TierSettings:
         if self.backend == "openai" and not self.base_url:
             raise ValueError("an 'openai' tier needs base_url")
         return self
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
         return value.expanduser().resolve() if value is not None else None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Settings":
+    def _consistent(self) -> Settings:
         for field_name in ("default_tier", "cheap_tier"):
             tier = getattr(self, field_name)
             if tier not in self.tiers:

@@ -15,7 +15,7 @@ ENCODING_NAME = "o200k_base"
 _BPE_FILE = "o200k_base.tiktoken"
 _BPE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 # The pattern and special tokens of tiktoken's own o200k_base definition.
-_PAT = "|".join(
+_PAT = "|".join(  # noqa: FLY002 -- one alternative per line, as tiktoken writes it
     [
         r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
         r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",

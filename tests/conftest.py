@@ -6,8 +6,8 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -59,7 +59,7 @@ class LiveServer:
         self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:  # noqa: PYI034 -- a test helper, never subclassed
         self._thread.start()
         deadline = time.monotonic() + 300
         while not self._server.started:

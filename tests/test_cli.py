@@ -15,7 +15,7 @@ RAG = [str(Path(sys.executable).with_name("rag"))]
 
 def run(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "RAG_DATA_DIR": str(data_dir), "RAG_MODEL_DIR": str(MODEL_DIR)}
-    result = subprocess.run(RAG + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(RAG + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -55,7 +55,7 @@ def test_bad_input_exits_non_zero_with_a_message(tmp_path: Path) -> None:
     missing = run(tmp_path / "data", "ingest", str(tmp_path / "nope.pdf"), check=False)
     assert missing.returncode == 1 and "no such file" in missing.stderr
     bad_settings = subprocess.run(
-        RAG + ["docs"], cwd=REPO, capture_output=True, text=True, timeout=120,
+        RAG + ["docs"], cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_TOP_K": "many"},
     )
     assert bad_settings.returncode == 1 and "RAG_" in bad_settings.stderr and "top_k" in bad_settings.stderr

@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, UploadFile, status
 
 from api.deps import get_service, get_tenant
-from api.schemas import DeleteResponse, DocumentList, DocumentOut, DocumentStatus, ErrorResponse, UploadResponse
+from api.schemas import (
+    DeleteResponse,
+    DocumentList,
+    DocumentOut,
+    DocumentStatus,
+    ErrorResponse,
+    UploadResponse,
+)
 from indexing.indexer import IngestOutcome, Upload
 from rag.errors import InvalidRequest, NotFound, PayloadTooLarge, RagError
 from rag.service import Service

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
@@ -28,7 +28,7 @@ def usage(
 ) -> UsageReport:
     own = _own(service, tenant).get(tenant, UsageTotals())
     return UsageReport(
-        since=datetime.fromtimestamp(service.ledger.started_at, tz=timezone.utc).isoformat(),
+        since=datetime.fromtimestamp(service.ledger.started_at, tz=UTC).isoformat(),
         tenant=tenant,
         total=UsageTotalsOut(**own.as_dict()),
     )

@@ -6,7 +6,8 @@ search is confined to one tenant and a document can be removed from every store 
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
