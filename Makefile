@@ -25,6 +25,7 @@ serve: setup
 	$(BIN)/rag serve --host $(HOST) --port $(PORT)
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 bench: setup
