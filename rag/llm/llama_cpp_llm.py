@@ -51,13 +51,14 @@ class LlamaCppLLM:
         with self._lock:
             llama, formatter = self._load()
             prompt = formatter(messages=payload).prompt
-            n_prompt = len(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+            prompt_tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+            n_prompt = len(prompt_tokens)
             if n_prompt + max_tokens > self._n_ctx:
                 raise ContextOverflow(
                     f"{self.model}: prompt of {n_prompt} tokens plus max_tokens={max_tokens} "
                     f"exceeds the context window of {self._n_ctx}"
                 )
-            self._keep_only_prefix(llama, self._fixed_prefix(llama, formatter, payload))
+            self._keep_only_prefix(llama, _fixed_prefix(llama, formatter, payload, prompt_tokens))
             chunks = llama.create_chat_completion(
                 messages=payload,
                 temperature=0.0,
@@ -78,24 +79,6 @@ class LlamaCppLLM:
         return Generation(
             text="".join(pieces).strip(), finish_reason=finish_reason, token_probs=tuple(chosen)
         )
-
-    @staticmethod
-    def _fixed_prefix(llama: Llama, formatter: Jinja2ChatFormatter, payload: list[dict]) -> list[int]:
-        """The prompt's tokens before the last message's content: the same for every request that shares
-        the earlier messages (the system prompt)."""
-
-        def tokens(messages: list[dict]) -> list[int]:
-            prompt = formatter(messages=messages).prompt
-            return llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-
-        full = tokens(payload)
-        blank = tokens([*payload[:-1], {**payload[-1], "content": ""}])
-        shared = 0
-        for a, b in zip(full, blank):
-            if a != b:
-                break
-            shared += 1
-        return full[: min(shared, len(full) - 1)]
 
     def _keep_only_prefix(self, llama: Llama, prefix: list[int]) -> None:
         """Leave exactly ``prefix`` in llama.cpp's cache, evaluated on its own, so that the rest of every
@@ -141,6 +124,21 @@ class _ChosenTokenProbability:
         values = np.asarray(logits, dtype=np.float64)
         self._out.append(float(1.0 / np.exp(values - values.max()).sum()))
         return logits
+
+
+def _fixed_prefix(
+    llama: Llama, formatter: Jinja2ChatFormatter, payload: list[dict], prompt_tokens: list[int]
+) -> list[int]:
+    """The prompt's tokens before the last message's content: the same for every request that shares
+    the earlier messages (the system prompt)."""
+    blank = formatter(messages=[*payload[:-1], {**payload[-1], "content": ""}]).prompt
+    blank_tokens = llama.tokenize(blank.encode("utf-8"), add_bos=False, special=True)
+    shared = 0
+    for a, b in zip(prompt_tokens, blank_tokens):
+        if a != b:
+            break
+        shared += 1
+    return prompt_tokens[: min(shared, len(prompt_tokens) - 1)]
 
 
 def _chat_formatter(llama: Llama, model: str) -> Jinja2ChatFormatter:
