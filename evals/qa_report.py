@@ -69,6 +69,11 @@ def _failures(report: dict, pipeline: str) -> list[str]:
     return lines
 
 
+def saving_phrase(name: str, share: float) -> str:
+    """``share`` as ``savings`` gives it: 0.8 is 80% less; below 0, the pipeline costs more."""
+    return f"{share:.0%} less than `{name}`" if share >= 0 else f"{-share:.0%} more than `{name}`"
+
+
 def markdown(report: dict, limit: int | None = None) -> str:
     n = report["n_questions"]
     scope = f"the first {n} questions" + (f" (--limit {limit})" if limit else "")
@@ -85,7 +90,7 @@ def markdown(report: dict, limit: int | None = None) -> str:
     if saved:
         lines += [
             "`optimized` costs "
-            + ", ".join(f"{share:.0%} less than `{name}`" for name, share in saved.items())
+            + ", ".join(saving_phrase(name, share) for name, share in saved.items())
             + " per 1,000 questions.",
             "",
         ]

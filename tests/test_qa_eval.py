@@ -92,6 +92,11 @@ def test_markdown_report_and_plot_are_written(report: dict, tmp_path: Path) -> N
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_pipeline_that_costs_more_says_so() -> None:
+    assert qa_report.saving_phrase("naive_k5", 0.27) == "27% less than `naive_k5`"
+    assert qa_report.saving_phrase("naive_k2", -0.51) == "51% more than `naive_k2`"
+
+
 def test_pareto_frontier_keeps_only_undominated_points() -> None:
     points = {"a": (1.0, 0.5), "b": (2.0, 0.4), "c": (3.0, 0.7), "d": (0.5, 0.3)}
     assert qa_report.pareto_frontier(points) == ["d", "a", "c"]
