@@ -2,8 +2,8 @@
 
 Embedding similarity scores a question and its negation, or the same words in another order, as near
 duplicates. A cached answer is reused only when, beyond the similarity threshold, the two questions
-agree on what changes an answer: their numbers, their negations, their names (and the order of the
-names), and the order of the words they share. Any disagreement is a miss: a miss costs a generation,
+agree on what changes an answer: their numbers, their negations (one side must not negate what the
+other says plainly), their names (and the order of the names), and the order of the words they share. Any disagreement is a miss: a miss costs a generation,
 a wrong hit costs the user's trust.
 """
 
@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 
+import Stemmer
+
 _TOKEN = re.compile(r"[A-Za-z]+(?:'[a-z]+)?|\d+(?:[.,:/]\d+)*|[\u3400-\u9fff]", re.UNICODE)
 _NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor without cannot isn't aren't wasn't weren't don't "  # noqa: SIM905
+    "not no non never none nobody nothing neither nor without cannot isn't aren't wasn't weren't don't "  # noqa: SIM905
     "doesn't didn't won't wouldn't can't couldn't shouldn't hasn't haven't hadn't mustn't 不 没 没有 别 无 非".split()
 )
 # Number words as digits. "one" is left out: it is more often a pronoun ("one can") than a number.
@@ -31,6 +34,24 @@ _NUMBER_WORDS = {
     word: word
     for word in "hundred thousand million billion trillion first second third last half twice".split()  # noqa: SIM905
 }
+_NUMBER_WORDS |= {plural: plural[:-1] for plural in ("hundreds", "thousands", "millions", "billions")}
+# Words between a negation and what it negates ("no longer available", "not even close").
+_NEGATION_FILLERS = frozenset(
+    "longer even really yet ever always necessarily quite exactly actually still".split()  # noqa: SIM905
+)
+# Words that say "not" in their meaning, with which the plain side of a pair may rephrase a negation.
+_PRIVATIVES = frozenset(
+    "absence absent lack lacks lacking lacked missing avoid avoids avoiding avoided prevent prevents "  # noqa: SIM905
+    "preventing prevented optional unable unclear uncertain unknown unavailable unnecessary unsupported "
+    "unlike different differs differ instead except excluding exclude excludes fail fails failed "
+    "failing refuse refuses refused deny denies denied".split()
+)
+# Words that end the phrase a negation governs.
+_PHRASE_ENDS = frozenset(
+    "and or but if when because so that which while as than to from in on at for of with by about into "  # noqa: SIM905
+    "since unless until whether where who".split()
+)
+_stemmers = threading.local()
 _FUNCTION_WORDS = frozenset(
     "a an the is are was were be been being am do does did to of in on at by for with from as and or but if "  # noqa: SIM905
     "then so than that this these those it its it's i me my we our you your he him his she her they them "
@@ -39,18 +60,34 @@ _FUNCTION_WORDS = frozenset(
     "s get got".split()
 )
 
+_NOT_NEGATED = _FUNCTION_WORDS | _NEGATION_FILLERS | _NEGATIONS  # skipped when looking for what is negated
+
 
 @dataclass(frozen=True)
 class QuestionSignature:
     words: tuple[str, ...]  # lower-cased content words in order
     numbers: tuple[str, ...]  # digits, and number words as digits ("two" → "2")
-    negations: int
+    # What each negation negates: the stems of up to two content words after it in its phrase (none, as
+    # in "... or not?", when the sentence ends), in order.
+    negated: tuple[tuple[str, ...], ...]
     names: tuple[str, ...]  # capitalized words (the first word only if capitalized inside), in order
+
+    @property
+    def negations(self) -> int:
+        return len(self.negated)
 
 
 def normalized_text(question: str) -> str:
     """The question as both the guard and the verifier read it: NFKC, curly apostrophes made straight."""
     return unicodedata.normalize("NFKC", question).replace("’", "'")
+
+
+def stem_words(words: list[str]) -> list[str]:
+    """English Snowball stems (one stemmer per thread: PyStemmer's is not thread-safe)."""
+    stemmer = getattr(_stemmers, "stemmer", None)
+    if stemmer is None:
+        stemmer = _stemmers.stemmer = Stemmer.Stemmer("english")
+    return stemmer.stemWords(words)
 
 
 def question_tokens(question: str) -> list[str]:
@@ -61,16 +98,15 @@ def question_tokens(question: str) -> list[str]:
 @functools.lru_cache(maxsize=4096)
 def signature(question: str) -> QuestionSignature:
     text = normalized_text(question)
-    tokens = _TOKEN.findall(text)
-    words, numbers, names = [], [], []
-    negations = 0
-    starts = _sentence_starts(text)
+    markers = _list_markers(text)
+    matches = [m for m in _TOKEN.finditer(text) if m.start() not in markers]
+    tokens = [m.group() for m in matches]
+    starts, clauses = _starts(text, {m.start() for m in matches})
+    words, numbers, names, negated = [], [], [], []
     for position, token in enumerate(tokens):
         lower = token.lower()
-        if lower == "no" and position == 0 and re.match(r"\s*no\s*,", text, re.IGNORECASE):
-            continue  # "No, X doesn't ..." answers a question: the negation that matters follows
-        if lower in _NEGATIONS or lower.endswith("n't"):
-            negations += 1
+        if _is_negation(tokens, position, text):
+            negated.append(_negated_words(tokens, position, clauses))
             continue
         if token[0].isdigit():
             numbers.append(token.replace(",", ""))
@@ -84,7 +120,48 @@ def signature(question: str) -> QuestionSignature:
             names.append(lower)
         if lower not in _FUNCTION_WORDS:
             words.append(lower)
-    return QuestionSignature(tuple(words), tuple(numbers), negations, tuple(names))
+    return QuestionSignature(tuple(words), tuple(numbers), tuple(negated), tuple(names))
+
+
+def _is_negation(tokens: list[str], position: int, text: str) -> bool:
+    """A negation word, unless it is part of a phrase that negates nothing: "No, ..." opening an answer
+    (the negation that matters follows), "not only", "or not", "don't forget", "no matter"."""
+    lower = tokens[position].lower()
+    if lower not in _NEGATIONS and not lower.endswith("n't"):
+        return False
+    if lower == "no" and position == 0 and re.match(r"\s*no\s*,", text, re.IGNORECASE):
+        return False
+    before = tokens[position - 1].lower() if position else ""
+    after = tokens[position + 1].lower() if position + 1 < len(tokens) else ""
+    return not (
+        (lower == "not" and (after == "only" or before == "or"))
+        or (after == "forget" and lower in {"don't", "not", "never"})
+        or (lower == "no" and after == "matter")
+    )
+
+
+def _negated_words(tokens: list[str], position: int, clauses: set[int]) -> tuple[str, ...]:
+    """The stems of the first two content words after a negation, up to the end of its phrase: what it
+    negates ("not considered a citrus fruit": the verb alone would miss the fruit; "not mandatory if the
+    dataset ...": the dataset is not negated)."""
+    negated: list[str] = []
+    for later in range(position + 1, len(tokens)):
+        lower = tokens[later].lower()
+        if later in clauses or len(negated) == 2 or (negated and lower in _PHRASE_ENDS):
+            break
+        if lower not in _NOT_NEGATED and not lower.endswith("n't"):
+            negated.append(_NUMBER_WORDS.get(lower, lower))
+    return tuple(stem_words(negated))
+
+
+def _list_markers(text: str) -> set[int]:
+    """Where a list's item numbers start ("1. ..." opening a line, "1) ..." outside brackets): they
+    number the items, they are not numbers a question asks about."""
+    markers = {m.start(1) for m in re.finditer(r"(?m)^\s*(\d{1,2})[.)]\s", text)}
+    for m in re.finditer(r"(?:^|(?<=[\s:;,]))(\d{1,2})\)\s", text):
+        if text.count("(", 0, m.start()) <= text.count(")", 0, m.start()):
+            markers.add(m.start(1))
+    return markers
 
 
 @dataclass(frozen=True)
@@ -98,7 +175,9 @@ def same_question(
 ) -> Verdict:
     """The guard: every check must pass for a hit.
 
-    - the same numbers in the same order, and negated alike (an odd or even number of negations);
+    - the same numbers in the same order, and negated alike: when one side is negated (an odd number of
+      negations) and the other is not, a negation only one side has must not negate a word the other
+      side uses (``_negation_contradicts``);
     - the same names; when both mention two or more, in the same order ("A beat B" is not "B beat A");
     - when the two share nearly all their words (``reorder_overlap`` of the smaller set), those words in
       the same order: a swap of the same words is the classic near-duplicate that means something else.
@@ -126,7 +205,8 @@ def same_question(
 
 def hard_guard(new: str, cached: str) -> Verdict:
     """The rules no score may overrule, applied before the cache's learned verifier: the same numbers in
-    the same order, negated alike, and the names both mention in the same order. A name only one side
+    the same order, negated alike (as ``same_question`` checks it), and the names both mention in the
+    same order. A name only one side
     mentions, and shared words in another order, are left to the verifier (``rag.cache_verifier``), which
     sees ``same_question``'s verdict among its features: on paraphrases written as whole sentences those
     two rules refused a quarter of the true duplicates."""
@@ -140,18 +220,27 @@ def hard_guard(new: str, cached: str) -> Verdict:
     return Verdict(True, "same numbers, negation and name order")
 
 
-def _sentence_starts(text: str) -> set[int]:
-    """Token positions that begin a sentence (after . : ; ! ? or at the start)."""
-    starts, position, boundary = set(), 0, True
-    for match in re.finditer(_TOKEN.pattern + r"|[.:;!?]", text):
-        if match.group()[0] in ".:;!?":
+def _starts(text: str, kept: set[int]) -> tuple[set[int], set[int]]:
+    """Positions, among the tokens starting at the offsets ``kept``, that begin a sentence (after
+    . : ; ! ? or at the start), and those that begin a clause (a sentence, or after a comma or bracket)."""
+    sentences, clauses, position, boundary, clause = set(), set(), 0, True, True
+    for match in re.finditer(_TOKEN.pattern + r"|[.:;!?,()]", text):
+        mark = match.group()[0]
+        if mark in ".:;!?":
             boundary = True
             continue
+        if mark in ",()":
+            clause = True
+            continue
+        if match.start() not in kept:
+            continue
         if boundary:
-            starts.add(position)
-        boundary = False
+            sentences.add(position)
+        if boundary or clause:
+            clauses.add(position)
+        boundary = clause = False
         position += 1
-    return starts
+    return sentences, clauses
 
 
 def _numbers_or_negation_differ(a: QuestionSignature, b: QuestionSignature) -> Verdict | None:
@@ -160,9 +249,27 @@ def _numbers_or_negation_differ(a: QuestionSignature, b: QuestionSignature) -> V
         return Verdict(False, f"numbers differ: {a.numbers} vs {b.numbers}")
     if a.numbers != b.numbers:
         return Verdict(False, "the same numbers in another order")
-    if a.negations % 2 != b.negations % 2:
+    if a.negations % 2 != b.negations % 2 and _negation_contradicts(a, b):
         return Verdict(False, "one is negated, the other is not")
     return None
+
+
+def _negation_contradicts(a: QuestionSignature, b: QuestionSignature) -> bool:
+    """With one side negated and the other not, the negation is a rephrasing only when the plain side
+    says it with a word of negative meaning ("not mandatory" / "optional", "doesn't exist" / "is
+    missing") and no negation only one side has negates a word the other side uses ("Is X mandatory?"
+    / "Is X not mandatory?") or nothing it can find ("... Not yet."). Anything else contradicts."""
+    plain = a if a.negations % 2 == 0 else b
+    if not _PRIVATIVES.intersection(plain.words):
+        return True
+    stems_a, stems_b = set(stem_words(list(a.words))), set(stem_words(list(b.words)))
+    for scope in set(a.negated) - set(b.negated):
+        if not scope or stems_b.intersection(scope):
+            return True
+    for scope in set(b.negated) - set(a.negated):
+        if not scope or stems_a.intersection(scope):
+            return True
+    return False
 
 
 def _names_reordered(a: QuestionSignature, b: QuestionSignature, names: set[str]) -> bool:

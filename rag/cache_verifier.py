@@ -7,13 +7,13 @@ learn Python"). The verifier scores a pair on cheap features of the two texts an
 word overlap (stemmed content words, all words, bigrams), word order (longest common subsequence,
 agreement of shared words), what is left over on each side and how rare those words are (a word's
 rank in the embedder's own vocabulary, which lists words by frequency), lengths, question words,
-numbers, negations and names. A small gradient-boosted model (depth-limited regression trees, summed into a
-log-odds) turns them into a probability; a hit needs that probability over the fitted threshold.
+numbers, negations and names. Five small gradient-boosted models (depth-limited regression trees), their
+log-odds averaged and stored as one sum of trees, turn them into a probability; a hit needs that probability over the fitted threshold.
 
 The trees and the threshold live in ``rag/params/cache_verifier.json``, written by
 ``python -m evals.fit_cache --write`` (grouped k-fold cross-validation on the DEV pairs; the threshold
-is chosen on held-out folds). Scoring a candidate is pure Python over a few hundred tree nodes: well
-under a millisecond.
+is chosen on held-out folds). Scoring a candidate is pure Python, one path of depth 3 through each of the
+1,000 trees: about 0.3 ms, 0.5 ms with the features.
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import Stemmer
-
-from rag.cache_guard import order_agreement, question_tokens, same_question, signature
+from rag.cache_guard import order_agreement, question_tokens, same_question, signature, stem_words
 
 VERIFIER_FILE = Path(__file__).parent / "params" / "cache_verifier.json"
 
@@ -37,7 +34,6 @@ _STOPWORDS = frozenset(
     "then so than that this these those it its it's i me my we our you your he him his she her they them "
     "their there here about into any some all s get got".split()
 )
-_stemmers = threading.local()
 
 FEATURES = (
     "similarity",  # cosine of the two questions' embeddings
@@ -89,13 +85,6 @@ def rarity(word: str) -> float:
     return math.log(max(rank - 1990, 2)) / math.log(len(ranks))
 
 
-def _stem(words: list[str]) -> list[str]:
-    stemmer = getattr(_stemmers, "stemmer", None)
-    if stemmer is None:
-        stemmer = _stemmers.stemmer = Stemmer.Stemmer("english")
-    return stemmer.stemWords(words)
-
-
 @dataclass(frozen=True)
 class _Text:
     tokens: tuple[str, ...]  # every word, lower-cased
@@ -112,7 +101,7 @@ class _Text:
 def _analyze(text: str) -> _Text:
     tokens = tuple(t.lower() for t in question_tokens(text))
     surface = [t for t in tokens if t not in _STOPWORDS and t not in _QUESTION_WORDS]
-    content = tuple(_stem(surface))
+    content = tuple(stem_words(surface))
     weights: dict[str, float] = {}
     for stem, word in zip(content, surface):
         weights[stem] = max(weights.get(stem, 0.0), rarity(word))

@@ -10,7 +10,7 @@ import pytest
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_edge import EdgeDenseStore
 from rag.cache import CachedAnswer, SemanticCache, decide, normalize
-from rag.cache_guard import same_question
+from rag.cache_guard import hard_guard, same_question, signature
 from rag.cache_verifier import load_verifier
 from rag.types import Citation
 
@@ -54,6 +54,57 @@ def test_guard_refuses_questions_that_ask_something_else(new: str, cached: str) 
 def test_guard_accepts_paraphrases(new: str, cached: str) -> None:
     verdict = same_question(new, cached)
     assert verdict.same, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("new", "cached"),
+    [
+        ("Is the dataset script mandatory?", "Is the dataset script not mandatory?"),
+        ("Is guava a citrus fruit?", "Why is guava not considered a citrus fruit?"),  # a verb, then the fruit
+        ("How do I lose weight by dieting?", "How do I lose weight without dieting?"),
+        ("Are there countries that start with W?", "Are there no longer countries that start with W?"),
+        ("Is the cache warm?", "Is the cache warm? Not yet."),  # nothing after it: taken as a contradiction
+        # the plain side has no word of negative meaning to rephrase "not want" with
+        ("What superpower would you not want?", "What superpower would you like to have?"),
+    ],
+)
+def test_hard_guard_refuses_a_negation_of_what_the_other_says(new: str, cached: str) -> None:
+    verdict = hard_guard(new, cached)
+    assert not verdict.same and "negated" in verdict.reason, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("new", "cached"),
+    [
+        # a negated word the other side rephrases: the verifier judges these, the hard guard must not veto
+        ("Is the dataset script not mandatory?", "Is the dataset script optional?"),
+        ("Why is the JSON loader not available here?", "Why is the JSON loader missing here?"),
+        # phrases that negate nothing
+        ("Don't forget to pass the token.", "Remember to pass the token."),
+        ("It reads not only CSV but also JSON.", "It reads CSV and also JSON."),
+        ("Should I learn Rust or not?", "Should I learn Rust?"),
+        # list numbering is not a number the question asks about; plural number words
+        (
+            "It works in two steps: 1) it downloads the files, and 2) it builds the table.",
+            "It works in two steps: it downloads the files, then it builds the table.",
+        ),
+        ("1. Load the files.\n2. Build the table.", "Load the files, then build the table."),
+        ("Can it load thousands of images?", "Can it load several thousand images?"),
+    ],
+)
+def test_hard_guard_leaves_rephrased_negations_and_list_numbers_to_the_verifier(new: str, cached: str) -> None:
+    verdict = hard_guard(new, cached)
+    assert verdict.same, verdict.reason
+
+
+def test_a_negation_knows_what_it_negates() -> None:
+    assert signature("Why is guava not considered a citrus fruit?").negated == (("consid", "citrus"),)
+    assert signature("Is it not mandatory if the file is a CSV?").negated == (("mandatori",),)
+    assert signature("Is it good or not?").negated == ()  # "or not" asks; it negates nothing
+    assert signature("Is it good, or bad? Not sure.").negated == (("sure",),)
+    assert signature("Not yet.").negated == ((),)  # nothing after it: taken as a contradiction
+    assert signature("What happened on this day (June 29) in 1914?").numbers == ("29", "1914")
+    assert signature("It has two steps: 1) load, 2) build.").numbers == ("2",)  # item numbers are not
 
 
 def test_decide_needs_the_threshold_unless_the_text_is_the_same() -> None:
