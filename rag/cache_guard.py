@@ -60,7 +60,7 @@ _FUNCTION_WORDS = frozenset(
     "s get got".split()
 )
 
-_NOT_NEGATED = _FUNCTION_WORDS | _NEGATION_FILLERS | _NEGATIONS  # skipped when looking for what is negated
+_NOT_NEGATED = _FUNCTION_WORDS | _NEGATION_FILLERS  # skipped, with negations, when looking for what is negated
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _is_negation(tokens: list[str], position: int, text: str) -> bool:
     """A negation word, unless it is part of a phrase that negates nothing: "No, ..." opening an answer
     (the negation that matters follows), "not only", "or not", "don't forget", "no matter"."""
     lower = tokens[position].lower()
-    if lower not in _NEGATIONS and not lower.endswith("n't"):
+    if not _negation_word(lower):
         return False
     if lower == "no" and position == 0 and re.match(r"\s*no\s*,", text, re.IGNORECASE):
         return False
@@ -140,6 +140,10 @@ def _is_negation(tokens: list[str], position: int, text: str) -> bool:
     )
 
 
+def _negation_word(lower: str) -> bool:
+    return lower in _NEGATIONS or lower.endswith("n't")
+
+
 def _negated_words(tokens: list[str], position: int, clauses: set[int]) -> tuple[str, ...]:
     """The stems of the first two content words after a negation, up to the end of its phrase: what it
     negates ("not considered a citrus fruit": the verb alone would miss the fruit; "not mandatory if the
@@ -149,7 +153,7 @@ def _negated_words(tokens: list[str], position: int, clauses: set[int]) -> tuple
         lower = tokens[later].lower()
         if later in clauses or len(negated) == 2 or (negated and lower in _PHRASE_ENDS):
             break
-        if lower not in _NOT_NEGATED and not lower.endswith("n't"):
+        if lower not in _NOT_NEGATED and not _negation_word(lower):
             negated.append(_NUMBER_WORDS.get(lower, lower))
     return tuple(stem_words(negated))
 
@@ -262,13 +266,11 @@ def _negation_contradicts(a: QuestionSignature, b: QuestionSignature) -> bool:
     plain = a if a.negations % 2 == 0 else b
     if not _PRIVATIVES.intersection(plain.words):
         return True
-    stems_a, stems_b = set(stem_words(list(a.words))), set(stem_words(list(b.words)))
-    for scope in set(a.negated) - set(b.negated):
-        if not scope or stems_b.intersection(scope):
-            return True
-    for scope in set(b.negated) - set(a.negated):
-        if not scope or stems_a.intersection(scope):
-            return True
+    for mine, theirs in ((a, b), (b, a)):
+        their_stems = set(stem_words(list(theirs.words)))
+        for scope in set(mine.negated) - set(theirs.negated):
+            if not scope or their_stems.intersection(scope):
+                return True
     return False
 
 

@@ -8,7 +8,8 @@ word overlap (stemmed content words, all words, bigrams), word order (longest co
 agreement of shared words), what is left over on each side and how rare those words are (a word's
 rank in the embedder's own vocabulary, which lists words by frequency), lengths, question words,
 numbers, negations and names. Five small gradient-boosted models (depth-limited regression trees), their
-log-odds averaged and stored as one sum of trees, turn them into a probability; a hit needs that probability over the fitted threshold.
+log-odds averaged and stored as one sum of trees, turn them into a probability; a hit needs that
+probability over the fitted threshold.
 
 The trees and the threshold live in ``rag/params/cache_verifier.json``, written by
 ``python -m evals.fit_cache --write`` (grouped k-fold cross-validation on the DEV pairs; the threshold
