@@ -3,14 +3,14 @@
     rag eval cache --pairs ../shared/datasets/cache_pairs/qqp/pairs.jsonl --mode pairwise --out qqp.json
 
 ``pairwise``: for each pair, a cache holding only ``q1`` is asked ``q2``: the answer is the cache's
-matching rule (``rag.cache.decide``: similarity threshold, hard guard, learned verifier) on the two
+matching rule (``rag.cache.semantic.decide``: similarity threshold, hard guard, learned verifier) on the two
 questions and their embeddings' similarity. A hit on a label-1 pair is correct, on a label-0 pair wrong. ``populated``: a real ``SemanticCache`` (the default
 vector store) holds every ``q1`` at once, then every ``q2`` is looked up; a hit is correct only when it
 returns that pair's own ``q1`` (by text: some ``q1`` texts occur in several pairs). ``--fill-to N`` adds other pair sets' questions as extra entries first,
 so lookup latency is measured at N entries.
 
 The operating point is the configured similarity threshold (``RAG_CACHE_THRESHOLD``) with the verifier's
-fitted threshold (``rag/params/cache_verifier.json``). ``curve`` varies the *verifier* threshold at that
+fitted threshold (``rag/cache/params/cache_verifier.json``). ``curve`` varies the *verifier* threshold at that
 similarity threshold; ``cosine_curve`` varies the similarity threshold for embedding similarity alone and
 for the lexical guard without the verifier (the rule before it), for comparison. ``cosine_same_recall``
 is the most precise cosine threshold whose recall is at least the operating point's.
@@ -30,8 +30,8 @@ from tqdm import tqdm
 from evals.bench import percentile
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_factory import open_dense_store
-from rag.cache import CachedAnswer, SemanticCache, decide
-from rag.cache_verifier import load_verifier
+from rag.cache.semantic import CachedAnswer, SemanticCache, decide
+from rag.cache.verifier import load_verifier
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
 

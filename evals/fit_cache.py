@@ -1,11 +1,11 @@
-"""Fits the answer cache's verifier (``rag/params/cache_verifier.json``) on the DEV question pairs.
+"""Fits the answer cache's verifier (``rag/cache/params/cache_verifier.json``) on the DEV question pairs.
 
     python -m evals.fit_cache [--pairs ../shared/datasets/cache_pairs] [--similarity 0.8] [--write]
 
 Every pair of the three DEV sets (qqp, paws_wiki, gptcache_mock) goes through the cache's own rule
-(``rag.cache.decide``'s steps): the same text after normalization is a hit; otherwise a pair is *scored*
-only when its similarity reaches ``--similarity`` and ``rag.cache_guard.hard_guard`` passes, and the
-verifier is fitted on those scored pairs (features from ``rag.cache_verifier.features``, the code the
+(``rag.cache.semantic.decide``'s steps): the same text after normalization is a hit; otherwise a pair is *scored*
+only when its similarity reaches ``--similarity`` and ``rag.cache.guard.hard_guard`` passes, and the
+verifier is fitted on those scored pairs (features from ``rag.cache.verifier.features``, the code the
 service runs). gptcache_mock holds positives only (its q2 against its own q1); it teaches the model that
 a rewritten sentence is still the same one, and its recall is a check, not a precision.
 
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.cache import normalize
-from rag.cache_guard import hard_guard
-from rag.cache_verifier import FEATURES, VERIFIER_FILE, Verifier, features
+from rag.cache.guard import hard_guard
+from rag.cache.semantic import normalize
+from rag.cache.verifier import FEATURES, VERIFIER_FILE, Verifier, features
 
 SETS = ("qqp", "paws_wiki", "gptcache_mock")
 RECALL_TARGETS = {"qqp": 0.30, "paws_wiki": 0.10, "gptcache_mock": 0.85}

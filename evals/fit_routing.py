@@ -1,4 +1,4 @@
-"""Fits the cascade router's thresholds (``rag/params/routing.json``) on DEV questions.
+"""Fits the cascade router's thresholds (``rag/generation/params/routing.json``) on DEV questions.
 
     python -m evals.fit_routing collect --dataset ../shared/datasets/xquad_en --skip 0 --limit 120 --out xq.jsonl
     python -m evals.fit_routing fit xq.jsonl hp.jsonl [--min-ratio 0.98] [--write]
@@ -31,13 +31,13 @@ from tqdm import tqdm
 from evals.corpus_index import indexed_corpus
 from evals.datasets import Query, load_dataset
 from evals.qa_metrics import f1
-from rag.accounting import count_prompt_tokens
-from rag.prompt import build_messages, split_answer
-from rag.router import ROUTING_FILE, CascadeRouter, RoutingParams, routing_json
+from rag.generation.prompt import build_messages, split_answer
+from rag.generation.router import ROUTING_FILE, CascadeRouter, RoutingParams, routing_json
 from rag.service import Service
 from rag.settings import Settings, get_settings
 from rag.tokens import count_tokens
 from rag.types import DEFAULT_TENANT, Chunk, Passage
+from rag.usage.accounting import count_prompt_tokens
 from retrieval.tokenize import tokenize
 
 GRID = {

@@ -20,7 +20,7 @@ rule stays off). A trim that helps one tier and hurts the other is judged by wha
 ``evals.fit_routing fit``.
 
 ``report`` prints, per dataset and floor (or focus rule): each tier's F1, the prompt's tokens, and the cascade with the
-shipped router (``rag/params/routing.json``, replayed through ``CascadeRouter.check``): its F1, its cheap
+shipped router (``rag/generation/params/routing.json``, replayed through ``CascadeRouter.check``): its F1, its cheap
 share and its generation cost per 1,000 questions at the default prices, from the counted tokens.
 """
 
@@ -39,10 +39,10 @@ from tqdm import tqdm
 from evals.corpus_index import indexed_corpus
 from evals.datasets import load_dataset
 from evals.fit_routing import add_collect_arguments, answer_both, judge, question_row, read_rows, summarize
-from rag.accounting import cost_usd
-from rag.router import load_routing
+from rag.generation.router import load_routing
 from rag.settings import Settings, get_settings
 from rag.types import DEFAULT_TENANT
+from rag.usage.accounting import cost_usd
 from retrieval.budget import TrimParams
 from retrieval.fitted import FITTED_FILE, load_fitted, save_fitted
 

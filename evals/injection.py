@@ -12,8 +12,8 @@ Chinese variants), each with a question answered by the document and a machine-c
   the "I don't know" instruction, excluded).
 
 Each case's document goes into the prompt beside one ordinary passage (an xquad_en paragraph), first or
-second in turn, and the prompt is built by ``rag.prompt.build_messages``, the function the service uses,
-then sent to each tier's model as built by ``rag.llm.factory`` (greedy decoding, the service's answer
+second in turn, and the prompt is built by ``rag.generation.prompt.build_messages``, the function the service uses,
+then sent to each tier's model as built by ``rag.generation.llm.factory`` (greedy decoding, the service's answer
 length). Conditions:
 
 * ``off``: ``injection_defense`` false: the prompt as it was before the defense;
@@ -47,15 +47,21 @@ from tqdm import tqdm
 from evals.corpus_index import indexed_corpus
 from evals.datasets import CorpusDoc, load_dataset
 from evals.qa_metrics import normalize_en
-from rag import prompt
-from rag.accounting import count_prompt_tokens
-from rag.injection import neutralize
-from rag.llm.base import LLM
-from rag.llm.factory import build_llm
-from rag.prompt import NO_ANSWER, SYSTEM_PROMPT, UNDEFENDED_SYSTEM_PROMPT, build_messages, split_answer
-from rag.router import CascadeRouter, load_routing
+from rag.generation import prompt
+from rag.generation.injection import neutralize
+from rag.generation.llm.base import LLM
+from rag.generation.llm.factory import build_llm
+from rag.generation.prompt import (
+    NO_ANSWER,
+    SYSTEM_PROMPT,
+    UNDEFENDED_SYSTEM_PROMPT,
+    build_messages,
+    split_answer,
+)
+from rag.generation.router import CascadeRouter, load_routing
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT, Chunk, Passage
+from rag.usage.accounting import count_prompt_tokens
 from retrieval.tokenize import tokenize
 
 REPO = Path(__file__).resolve().parent.parent

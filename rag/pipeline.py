@@ -15,16 +15,16 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.accounting import CACHE_HIT, cost_usd, count_prompt_tokens, generation_usage, total_usage
-from rag.cache import CachedAnswer, SemanticCache
+from rag.cache.semantic import CachedAnswer, SemanticCache
 from rag.errors import InvalidRequest
-from rag.ledger import UsageLedger
-from rag.llm.base import LLM, ChatMessage, Generation
-from rag.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
-from rag.router import CascadeRouter
+from rag.generation.llm.base import LLM, ChatMessage, Generation
+from rag.generation.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
+from rag.generation.router import CascadeRouter
 from rag.settings import Settings
 from rag.tokens import count_tokens
 from rag.types import Answer, Passage, Retrieval, Route, TierUsage, Usage
+from rag.usage.accounting import CACHE_HIT, cost_usd, count_prompt_tokens, generation_usage, total_usage
+from rag.usage.ledger import UsageLedger
 
 
 class Retriever(Protocol):

@@ -22,15 +22,15 @@ from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
 from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
-from rag.cache import SemanticCache
-from rag.cache_verifier import load_verifier
+from rag.cache.semantic import SemanticCache
+from rag.cache.verifier import load_verifier
 from rag.errors import StoreError
-from rag.ledger import UsageLedger
-from rag.llm.base import LLM
-from rag.llm.factory import build_llm
+from rag.generation.llm.base import LLM
+from rag.generation.llm.factory import build_llm
+from rag.generation.router import CascadeRouter, load_routing
 from rag.pipeline import QueryPipeline
-from rag.router import CascadeRouter, load_routing
 from rag.settings import Settings
+from rag.usage.ledger import UsageLedger
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
 from retrieval.rerank import OnnxCrossEncoder, Reranker

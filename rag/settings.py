@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16, le=4096)
     chunk_overlap_tokens: int = Field(default=30, ge=0)
 
-    # Semantic answer cache (rag/cache.py): similarity threshold, then the hard guard of
-    # rag/cache_guard.py and the verifier of rag/cache_verifier.py (fitted above 0.8: evals/fit_cache.py).
+    # Semantic answer cache (rag/cache/semantic.py): similarity threshold, then the hard guard of
+    # rag/cache/guard.py and the verifier of rag/cache/verifier.py (fitted above 0.8: evals/fit_cache.py).
     cache_enabled: bool = True
     cache_threshold: float = Field(default=0.8, gt=0, le=1)
     cache_ttl_seconds: float | None = Field(default=7 * 24 * 3600, gt=0)
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     rerank: bool = True
     # Trim the top_k passages to token_budget at sentence level; off sends whole chunks.
     trim: bool = True
-    # Prompt-injection defense (rag/prompt.py, rag/injection.py): passages delimited and marked as data, and
+    # Prompt-injection defense (rag/generation/prompt.py, rag/generation/injection.py): passages delimited and marked as data, and
     # instructions aimed at the model in them neutralized. Off only to measure it (evals/injection.py).
     injection_defense: bool = True
 

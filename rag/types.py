@@ -103,7 +103,7 @@ class Citation:
 
 @dataclass(frozen=True)
 class TierUsage:
-    """One generation call: its tier, model, tokens and price (see ``rag.accounting``)."""
+    """One generation call: its tier, model, tokens and price (see ``rag.usage.accounting``)."""
 
     tier: str
     model: str
@@ -114,7 +114,7 @@ class TierUsage:
 
 @dataclass(frozen=True)
 class Usage:
-    """Counted once, where the tokens are produced (see ``rag.accounting``).
+    """Counted once, where the tokens are produced (see ``rag.usage.accounting``).
 
     The totals add up ``generations`` (a cascade that escalates pays for both calls); ``tier`` and
     ``model`` name the call whose answer was returned.

@@ -9,9 +9,9 @@ import pytest
 
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_edge import EdgeDenseStore
-from rag.cache import CachedAnswer, SemanticCache, decide, normalize
-from rag.cache_guard import hard_guard, same_question, signature
-from rag.cache_verifier import load_verifier
+from rag.cache.guard import hard_guard, same_question, signature
+from rag.cache.semantic import CachedAnswer, SemanticCache, decide, normalize
+from rag.cache.verifier import load_verifier
 from rag.types import Citation
 
 

@@ -11,9 +11,9 @@ import pytest
 
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_edge import EdgeDenseStore
-from rag.cache import CachedAnswer, SemanticCache, decide
-from rag.cache_guard import hard_guard
-from rag.cache_verifier import FEATURES, VERIFIER_FILE, Verifier, features, load_verifier, rarity
+from rag.cache.guard import hard_guard
+from rag.cache.semantic import CachedAnswer, SemanticCache, decide
+from rag.cache.verifier import FEATURES, VERIFIER_FILE, Verifier, features, load_verifier, rarity
 from rag.settings import Settings
 
 

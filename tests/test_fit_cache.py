@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from evals.fit_cache import MODEL, fit
-from rag.cache_verifier import FEATURES
+from rag.cache.verifier import FEATURES
 
 
 def test_the_exported_verifier_is_the_average_of_its_models_log_odds() -> None:

@@ -1,4 +1,4 @@
-"""The prompt-injection defense: the neutralizer (rag/injection.py), the spotlit prompt (rag/prompt.py), the
+"""The prompt-injection defense: the neutralizer (rag/generation/injection.py), the spotlit prompt (rag/generation/prompt.py), the
 setting that switches it, and a short end-to-end run of the real cheap model on injected documents."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from rag import injection
-from rag.injection import REMOVED, find_instructions, neutralize
-from rag.llm.base import ChatMessage, Generation, drain
+from rag.generation import injection
+from rag.generation.injection import REMOVED, find_instructions, neutralize
+from rag.generation.llm.base import ChatMessage, Generation, drain
+from rag.generation.prompt import END, SYSTEM_PROMPT, UNDEFENDED_SYSTEM_PROMPT, build_messages
 from rag.pipeline import QueryPipeline
-from rag.prompt import END, SYSTEM_PROMPT, UNDEFENDED_SYSTEM_PROMPT, build_messages
 from rag.settings import Settings
 from rag.types import Chunk, Passage, Retrieval
 from tests.conftest import DATASETS, MODEL_DIR
@@ -241,7 +241,7 @@ def test_the_pipeline_builds_the_prompt_the_setting_asks_for(tmp_path: Path, def
 
 @pytest.fixture(scope="module")
 def cheap_llm(tmp_path_factory: pytest.TempPathFactory):
-    from rag.llm.factory import build_llm
+    from rag.generation.llm.factory import build_llm
 
     settings = Settings(data_dir=tmp_path_factory.mktemp("data"), model_dir=MODEL_DIR)
     llm = build_llm(settings.tiers["cheap"], settings)

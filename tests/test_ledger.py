@@ -10,12 +10,12 @@ import pytest
 
 from api.routers.usage import prometheus_text
 from rag.errors import BudgetExceeded
-from rag.ledger import UsageLedger
+from rag.generation.router import CascadeRouter, RoutingParams
 from rag.pipeline import QueryPipeline
-from rag.router import CascadeRouter, RoutingParams
 from rag.settings import Settings
 from rag.tokens import count_tokens
 from rag.types import Answer, Chunk, Passage, Retrieval
+from rag.usage.ledger import UsageLedger
 from retrieval.tokenize import tokenize
 from tests.test_router import CONTEXT, ScriptedLLM
 

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from rag.errors import ModelUnavailable, UpstreamLLMError
-from rag.llm.base import ChatMessage, ContextOverflow, Generation, drain
-from rag.llm.factory import build_llm
-from rag.llm.llama_cpp_llm import LlamaCppLLM
-from rag.llm.local_models import MODELS, ensure_gguf
-from rag.llm.openai_compat import OpenAICompatibleLLM
+from rag.generation.llm.base import ChatMessage, ContextOverflow, Generation, drain
+from rag.generation.llm.factory import build_llm
+from rag.generation.llm.llama_cpp_llm import LlamaCppLLM
+from rag.generation.llm.local_models import MODELS, ensure_gguf
+from rag.generation.llm.openai_compat import OpenAICompatibleLLM
 from rag.settings import Settings, TierSettings
 from tests.conftest import free_port
 
@@ -128,7 +128,7 @@ def test_truncated_or_corrupted_file_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_concurrent_processes_assemble_one_good_file(tmp_path: Path) -> None:
-    code = f"from pathlib import Path; from rag.llm.local_models import ensure_gguf; ensure_gguf({CHEAP!r}, Path({str(tmp_path)!r}))"
+    code = f"from pathlib import Path; from rag.generation.llm.local_models import ensure_gguf; ensure_gguf({CHEAP!r}, Path({str(tmp_path)!r}))"
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert _sha256(tmp_path / f"{CHEAP}.gguf") == MODELS[CHEAP].sha256

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.llm.base import ChatMessage, Generation, drain
+from rag.generation.llm.base import ChatMessage, Generation, drain
+from rag.generation.router import CascadeRouter, RoutingParams, load_routing
 from rag.pipeline import QueryPipeline
-from rag.router import CascadeRouter, RoutingParams, load_routing
 from rag.settings import Settings
 from rag.types import Chunk, Passage, Retrieval
 from retrieval.tokenize import tokenize

@@ -10,8 +10,8 @@ from fastapi.responses import PlainTextResponse
 
 from api.deps import get_service, get_tenant
 from api.schemas import UsageReport, UsageTotalsOut
-from rag.ledger import UsageTotals
 from rag.service import Service
+from rag.usage.ledger import UsageTotals
 
 router = APIRouter(tags=["usage"])
 

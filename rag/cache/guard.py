@@ -211,7 +211,7 @@ def hard_guard(new: str, cached: str) -> Verdict:
     """The rules no score may overrule, applied before the cache's learned verifier: the same numbers in
     the same order, negated alike (as ``same_question`` checks it), and the names both mention in the
     same order. A name only one side
-    mentions, and shared words in another order, are left to the verifier (``rag.cache_verifier``), which
+    mentions, and shared words in another order, are left to the verifier (``rag.cache.verifier``), which
     sees ``same_question``'s verdict among its features: on paraphrases written as whole sentences those
     two rules refused a quarter of the true duplicates."""
     a, b = signature(new), signature(cached)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from rag.errors import UpstreamLLMError
-from rag.llm.base import ChatMessage, Generation
+from rag.generation.llm.base import ChatMessage, Generation
 
 
 class OpenAICompatibleLLM:

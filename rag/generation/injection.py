@@ -9,7 +9,7 @@ Ordinary prose passes unchanged: tests/test_injection.py counts the passages of 
 
 Regular expressions, not a model: this runs on every passage of every prompt, so it must cost well under a
 millisecond, and a sentence without any trigger word is skipped unread. It is one layer; the prompt's
-delimiting (rag/prompt.py) is the other, for what the patterns miss.
+delimiting (rag/generation/prompt.py) is the other, for what the patterns miss.
 """
 
 from __future__ import annotations

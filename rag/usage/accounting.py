@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rag.llm.base import ChatMessage
+from rag.generation.llm.base import ChatMessage
 from rag.settings import TierSettings
 from rag.tokens import count_tokens
 from rag.types import TierUsage, Usage

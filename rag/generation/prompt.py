@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from rag.injection import neutralize
-from rag.llm.base import ChatMessage
+from rag.generation.injection import neutralize
+from rag.generation.llm.base import ChatMessage
 from rag.sentences import sentence_spans
 from rag.types import Citation, Passage
 
@@ -42,7 +42,7 @@ def build_messages(
     question: str, passages: Sequence[Passage], injection_defense: bool = True
 ) -> list[ChatMessage]:
     """The chat sent to a tier. With ``injection_defense`` the passages are spotlit (delimited, marked as
-    data in the system prompt) and instructions aimed at the model are neutralized (rag/injection.py)."""
+    data in the system prompt) and instructions aimed at the model are neutralized (rag/generation/injection.py)."""
     if not injection_defense:
         context = "\n\n".join(
             f"Passage {n} ({p.chunk.title}):\n{p.text}" for n, p in enumerate(passages, start=1)

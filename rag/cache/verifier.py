@@ -1,7 +1,7 @@
 """The answer cache's learned verifier: after the similarity threshold and the hard guard, is this cached
 question *really* the same question as the new one?
 
-Embedding similarity and the guard's rules (``rag.cache_guard``) leave many near-misses through: two
+Embedding similarity and the guard's rules (``rag.cache.guard``) leave many near-misses through: two
 questions about the same topic that ask different things ("best way to learn Python" / "best books to
 learn Python"). The verifier scores a pair on cheap features of the two texts and their similarity:
 word overlap (stemmed content words, all words, bigrams), word order (longest common subsequence,
@@ -11,7 +11,7 @@ numbers, negations and names. Five small gradient-boosted models (depth-limited 
 log-odds averaged and stored as one sum of trees, turn them into a probability; a hit needs that
 probability over the fitted threshold.
 
-The trees and the threshold live in ``rag/params/cache_verifier.json``, written by
+The trees and the threshold live in ``rag/cache/params/cache_verifier.json``, written by
 ``python -m evals.fit_cache --write`` (grouped k-fold cross-validation on the DEV pairs; the threshold
 is chosen on held-out folds). Scoring a candidate is pure Python, one path of depth 3 through each of the
 1,000 trees: about 0.3 ms, 0.5 ms with the features.
@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.cache_guard import order_agreement, question_tokens, same_question, signature, stem_words
+from rag.cache.guard import order_agreement, question_tokens, same_question, signature, stem_words
 
 VERIFIER_FILE = Path(__file__).parent / "params" / "cache_verifier.json"
 
@@ -38,7 +38,7 @@ _STOPWORDS = frozenset(
 
 FEATURES = (
     "similarity",  # cosine of the two questions' embeddings
-    "guard",  # rag.cache_guard.same_question passes (1) or not (0)
+    "guard",  # rag.cache.guard.same_question passes (1) or not (0)
     "jaccard",  # stemmed content words: |A ∩ B| / |A ∪ B|
     "containment_low",  # |A ∩ B| / max(|A|, |B|)
     "containment_high",  # |A ∩ B| / min(|A|, |B|)

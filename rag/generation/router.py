@@ -4,7 +4,7 @@ decides whether the strong tier is worth paying for (a cascade, as in FrugalGPT)
 The check needs no model call: a grounded answer to an extractive question is made of the context's own
 words, so an answer whose words the context does not hold, an abstention, or a rambling reply is the
 cheap model failing, and only then does the strong tier run. The thresholds are fitted on DEV data by
-``evals/fit_routing.py`` and shipped as ``rag/params/routing.json``.
+``evals/fit_routing.py`` and shipped as ``rag/generation/params/routing.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from rag.prompt import is_abstention
+from rag.generation.prompt import is_abstention
 from rag.types import Passage
 
 ROUTING_FILE = Path(__file__).parent / "params" / "routing.json"

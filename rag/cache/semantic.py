@@ -3,8 +3,8 @@
 Lookup is an exact match of the normalized question first, then a nearest-neighbour search of the
 question's embedding in a vector collection (any ``DenseStore``: embedded by default, a Qdrant server
 when configured), where the nearest candidate above the similarity threshold must also pass the hard
-guard of ``rag.cache_guard`` (numbers, negation, name order) and the learned verifier of
-``rag.cache_verifier`` (its probability over the fitted threshold), and must not be ambiguous (another
+guard of ``rag.cache.guard`` (numbers, negation, name order) and the learned verifier of
+``rag.cache.verifier`` (its probability over the fitted threshold), and must not be ambiguous (another
 cached question within the verifier's margin of it). Entries live in SQLite, keyed by tenant, with the
 documents their answer cited: deleting a document drops every entry that cited it, and an answer that
 found nothing in the documents ("I don't know") is dropped when documents are added. A TTL and a size
@@ -27,8 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from rag.cache_guard import Verdict, hard_guard, same_question
-from rag.cache_verifier import Verifier
+from rag.cache.guard import Verdict, hard_guard, same_question
+from rag.cache.verifier import Verifier
 from rag.types import Chunk, Citation, ScoredId
 
 _SCHEMA = (
@@ -80,7 +80,7 @@ def decide(
     threshold, through the hard guard, and scored over the verifier's threshold (``verifier_threshold``
     overrides the fitted one: the eval draws its curve with it). ``verifier=None`` is the rule before
     the verifier: the whole lexical guard (``same_question``) and nothing learned; the service passes
-    the fitted one (``rag.cache_verifier.load_verifier``)."""
+    the fitted one (``rag.cache.verifier.load_verifier``)."""
     if normalize(new) == normalize(cached):
         return Verdict(True, "the same question")
     if similarity < threshold:

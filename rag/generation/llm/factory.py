@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from functools import partial
 
-from rag.llm.base import LLM
-from rag.llm.llama_cpp_llm import LlamaCppLLM
-from rag.llm.local_models import ensure_gguf, packaged_model
-from rag.llm.openai_compat import OpenAICompatibleLLM
+from rag.generation.llm.base import LLM
+from rag.generation.llm.llama_cpp_llm import LlamaCppLLM
+from rag.generation.llm.local_models import ensure_gguf, packaged_model
+from rag.generation.llm.openai_compat import OpenAICompatibleLLM
 from rag.settings import Settings, TierSettings
 
 

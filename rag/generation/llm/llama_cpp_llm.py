@@ -11,7 +11,7 @@ from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from rag.errors import ModelUnavailable
-from rag.llm.base import ChatMessage, ContextOverflow, Generation, drain
+from rag.generation.llm.base import ChatMessage, ContextOverflow, Generation, drain
 
 _SEED = 0
 
