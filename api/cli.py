@@ -7,6 +7,7 @@ import mimetypes
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -320,14 +321,40 @@ def eval_cache(
     typer.echo(f"wrote {out}", err=True)
 
 
+def _numbers(text: str, kind: type, option: str) -> list:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"{option}: {text!r} is not a comma-separated list of numbers")
+    if not values:
+        _fail(f"{option} needs at least one value")
+    return values
+
+
 @eval_app.command("qa")
 def eval_qa(
     dataset: Annotated[Path, typer.Option(help="a folder with corpus.jsonl and queries.jsonl")],
     out: Annotated[Path, typer.Option(help="write the report as JSON here")],
     limit: Annotated[int | None, typer.Option(help="the first N questions only")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="a seeded random sample of N questions across the whole dataset")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="the sample's seed")] = 0,
     pipelines: Annotated[
-        str, typer.Option(help="comma-separated: naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,optimized")
+        str,
+        typer.Option(
+            help="comma-separated: naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,strong_trimmed,"
+            "optimized (and profile, with --profile)"
+        ),
     ] = "naive_k2,naive_k5,naive_k10,hybrid,rerank_trim,routed,optimized",
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="add the pipeline 'profile' running this profile; its tuning questions are left out"),
+    ] = None,
+    unanswerable: Annotated[
+        float | None,
+        typer.Option(help="index without the gold documents of this share of the questions; report abstention"),
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="also write a Markdown report here")] = None,
     plot: Annotated[Path | None, typer.Option(help="also plot F1 against cost per 1k questions (PNG)")] = None,
     url: Annotated[
@@ -336,22 +363,52 @@ def eval_qa(
     index_root: Annotated[
         Path, typer.Option(help="indexes are built here once per corpus and reused")
     ] = Path("data/eval"),
+    memo: Annotated[
+        Path, typer.Option(help="generations already made, by prompt (reused: the tiers decode greedily)")
+    ] = Path("data/eval/generations.sqlite"),
 ) -> None:
     """Answer quality against tokens and dollars: each pipeline configuration on the same questions."""
     from evals import qa, qa_report
+    from rag.profile import load_profile
 
     if not dataset.is_dir():
         _fail(f"{dataset}: not a dataset folder")
     if limit is not None and limit < 1:
         _fail("--limit must be at least 1")
+    if sample is not None and sample < 1:
+        _fail("--sample must be at least 1")
+    if sample is not None and limit is not None:
+        _fail("give --sample or --limit, not both")
+    if unanswerable is not None and not 0 < unanswerable < 1:
+        _fail("--unanswerable must be a share between 0 and 1")
     names = [name.strip() for name in pipelines.split(",") if name.strip()]
-    unknown = [name for name in names if name not in qa.PIPELINES]
+    loaded = None
+    if profile is not None:
+        try:
+            loaded = load_profile(profile)
+        except ValueError as exc:
+            _fail(str(exc))
+        if qa.PROFILE_PIPELINE not in names:
+            names.append(qa.PROFILE_PIPELINE)
+    known = [*qa.PIPELINES, qa.PROFILE_PIPELINE] if loaded else list(qa.PIPELINES)
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
-        _fail(f"unknown pipelines {unknown}; known: {', '.join(qa.PIPELINES)}")
+        _fail(f"unknown pipelines {unknown}; known: {', '.join(known)}")
     if url:
-        result = qa.run_remote(dataset, url, limit)
+        result = qa.run_remote(dataset, url, limit, sample=sample, seed=seed)
     else:
-        result = qa.run(dataset, get_settings(), index_root.resolve(), names, limit)
+        result = qa.run(
+            dataset,
+            get_settings(),
+            index_root.resolve(),
+            names,
+            limit=limit,
+            sample=sample,
+            seed=seed,
+            profile=loaded,
+            unanswerable=unanswerable,
+            memo_path=memo,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     typer.echo(qa_report.table(result))
@@ -359,10 +416,103 @@ def eval_qa(
         typer.echo(f"optimized costs {share:.1%} less than {name} per 1,000 questions")
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(qa_report.markdown(result, limit))
+        report.write_text(qa_report.markdown(result))
     if plot:
         qa_report.plot(result, plot)
     typer.echo(f"wrote {', '.join(str(p) for p in (out, report, plot) if p)}", err=True)
+
+
+@app.command()
+def tune(
+    dataset: Annotated[Path, typer.Option(help="your golden set: a folder with corpus.jsonl and queries.jsonl")],
+    out: Annotated[Path, typer.Option(help="write the chosen configuration here as a profile (JSON)")],
+    report: Annotated[Path | None, typer.Option(help="write the frontier and the choice as Markdown")] = None,
+    plot: Annotated[Path | None, typer.Option(help="plot every configuration's F1 against its cost (PNG)")] = None,
+    results: Annotated[Path | None, typer.Option(help="write every configuration's answers as JSON")] = None,
+    sample: Annotated[int | None, typer.Option(help="a seeded random sample of N questions")] = None,
+    seed: Annotated[int, typer.Option(help="the sample's seed")] = 0,
+    limit: Annotated[int | None, typer.Option(help="the first N questions only")] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="choose the cheapest configuration whose F1 is within this of the best")
+    ] = 0.02,
+    top_k: Annotated[str, typer.Option(help="retrieval depths to try")] = "3,5,8",
+    floors: Annotated[str, typer.Option(help="trim floors to try")] = "0.3,0.5,0.7",
+    budgets: Annotated[str, typer.Option(help="token budgets to try")] = "1500",
+    policies: Annotated[str, typer.Option(help="answer policies to try: strong, cheap, cascade")] = "strong,cheap,cascade",
+    ablations: Annotated[bool, typer.Option(help="also try rerank off and graph off (at depth 5)")] = True,
+    index_root: Annotated[
+        Path, typer.Option(help="indexes are built here once per corpus and reused")
+    ] = Path("data/eval"),
+    memo: Annotated[
+        Path, typer.Option(help="generations already made, by prompt (reused: the tiers decode greedily)")
+    ] = Path("data/eval/generations.sqlite"),
+) -> None:
+    """Sweep configurations on your questions, plot the cost–F1 frontier, write the chosen profile."""
+    from evals.tune import report as tune_report
+    from evals.tune.space import POLICIES, grid
+    from evals.tune.sweep import save
+    from evals.tune.sweep import tune as run_tune
+
+    if not dataset.is_dir():
+        _fail(f"{dataset}: not a dataset folder")
+    if sample is not None and limit is not None:
+        _fail("give --sample or --limit, not both")
+    if tolerance < 0:
+        _fail("--tolerance must not be negative")
+    chosen_policies = [name.strip() for name in policies.split(",") if name.strip()]
+    unknown = [name for name in chosen_policies if name not in POLICIES]
+    if unknown or not chosen_policies:
+        _fail(f"unknown policies {unknown}; known: {', '.join(POLICIES)}")
+    configurations = grid(
+        top_ks=_numbers(top_k, int, "--top-k"),
+        floors=_numbers(floors, float, "--floors"),
+        budgets=_numbers(budgets, int, "--budgets"),
+        policies=[POLICIES[name] for name in chosen_policies],
+        ablations=ablations,
+    )
+    result = run_tune(
+        dataset,
+        get_settings(),
+        index_root.resolve(),
+        configurations,
+        sample=sample,
+        seed=seed,
+        limit=limit,
+        tolerance=tolerance,
+        memo_path=memo,
+    )
+    profile = save(result, out)
+    typer.echo(tune_report.table(result, frontier_only=True))
+    saving = result.saving_vs_baseline(result.chosen.name)
+    typer.echo(
+        f"chosen: {result.chosen.name} (F1 {result.chosen.f1:.3f}, ${result.chosen.cost_per_1k_usd:.3f} per 1k "
+        "questions"
+        + (f", {saving:.0%} less than naive_k5 on these questions" if saving is not None else "")
+        + f"); profile {profile.name} written to {out}"
+    )
+    command = " ".join(["rag tune", *sys.argv[2:]])
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(tune_report.markdown(result, command))
+    if plot:
+        tune_report.plot(result, plot)
+    if results:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "dataset": result.dataset,
+            "questions": [q.id for q in result.queries],
+            "chosen": result.chosen.name,
+            "configurations": {
+                name: {
+                    "settings": result.configurations[name].overrides(),
+                    "summary": result.summary(name),
+                    "answers": [asdict(q) for q in result.results[name].questions],
+                }
+                for name in result.points
+            },
+        }
+        results.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
+    typer.echo(f"wrote {', '.join(str(p) for p in (out, report, plot, results) if p)}", err=True)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evals.frontier import pareto_frontier
 from evals.qa import BASELINE, savings
 
 _FAILURES_SHOWN = 15
@@ -18,23 +19,40 @@ def _ci(row: dict) -> str:
     return "—" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def table(report: dict) -> str:
-    lines = [
-        (
-            f"| pipeline | EM | F1 | ΔF1 vs {BASELINE} (95% CI) | gold in context | prompt tok/q "
-            "| completion tok/q | $ per 1k q | strong share | cache hits | p50 ms | p95 ms |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    abstention = report.get("unanswerable") is not None
+    header = (
+        f"| pipeline | EM | F1 (95% CI) | ΔF1 vs {BASELINE} (95% CI) | gold in context | prompt tok/q "
+        "| completion tok/q | $ per 1k q | strong share | wrong acceptance | cache hits | p50 ms | p95 ms |"
+    )
+    if abstention:
+        header += " abstain recall | false abstain |"
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for name, row in report["pipelines"].items():
         n = row["n"]
         gold = "—" if row["gold_in_context"] is None else f"{row['gold_in_context']:.2f}"
-        lines.append(
-            f"| {name} | {row['em']:.3f} | {row['f1']:.3f} | {_ci(row)} | {gold} "
+        f1_ci = row.get("f1_ci95")
+        wrong, cheap_served = row.get("wrong_acceptance_rate"), row.get("cheap_served")
+        line = (
+            f"| {name} | {row['em']:.3f} | {row['f1']:.3f}"
+            + (f" [{f1_ci[0]:.3f}, {f1_ci[1]:.3f}]" if f1_ci else "")
+            + f" | {_ci(row)} | {gold} "
             f"| {row['prompt_tokens'] / n:.0f} | {row['completion_tokens'] / n:.1f} "
             f"| {_money(row['cost_per_1k_questions_usd'])} | {row['strong_share']:.2f} "
-            f"| {row['cache_hit_rate']:.2f} | {row['latency_ms_p50']:.0f} | {row['latency_ms_p95']:.0f} |"
+            f"| {'—' if wrong is None else f'{wrong:.1%} of {cheap_served}'} "
+            f"| {row['cache_hit_rate']:.2f} | {_ms(row['latency_ms_p50'])} | {_ms(row['latency_ms_p95'])} |"
         )
+        if abstention:
+            line += f" {_share(row['abstain_recall'])} | {_share(row['false_abstain_rate'])} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -74,9 +92,18 @@ def saving_phrase(name: str, share: float) -> str:
     return f"{share:.0%} less than `{name}`" if share >= 0 else f"{-share:.0%} more than `{name}`"
 
 
-def markdown(report: dict, limit: int | None = None) -> str:
-    n = report["n_questions"]
-    scope = f"the first {n} questions" + (f" (--limit {limit})" if limit else "")
+def _scope(report: dict) -> str:
+    n, selection = report["n_questions"], report.get("selection") or {}
+    if selection.get("sample"):
+        excluded = selection.get("excluded") or 0
+        return f"{n} questions sampled at random (seed {selection.get('seed', 0)})" + (
+            f", leaving out the {excluded} the profile was tuned on" if excluded else ""
+        )
+    return f"the first {n} questions" + (f" (--limit {selection['limit']})" if selection.get("limit") else "")
+
+
+def markdown(report: dict) -> str:
+    scope = _scope(report)
     lines = [f"# QA eval: {report['dataset']}", "", f"{scope}; costs are the service's own usage blocks, summed.", ""]
     prices = report.get("prices_usd_per_mtok")
     if prices:
@@ -86,29 +113,19 @@ def markdown(report: dict, limit: int | None = None) -> str:
         )
         lines.append("")
     lines += [table(report), ""]
-    saved = savings(report)
-    if saved:
-        lines += [
-            "`optimized` costs "
-            + ", ".join(saving_phrase(name, share) for name, share in saved.items())
-            + " per 1,000 questions.",
-            "",
-        ]
+    for pipeline in ("optimized", "profile"):
+        saved = savings(report, pipeline)
+        if saved:
+            lines += [
+                f"`{pipeline}` costs "
+                + ", ".join(saving_phrase(name, share) for name, share in saved.items())
+                + " per 1,000 questions.",
+                "",
+            ]
     target = "optimized" if "optimized" in report["pipelines"] else None
     if target:
         lines += ["## Where `optimized` lost to the baseline", "", *_failures(report, target), ""]
     return "\n".join(lines)
-
-
-def pareto_frontier(points: dict[str, tuple[float, float]]) -> list[str]:
-    """Names of the points (cost, quality) that no other point beats on both: cheaper-or-equal and better."""
-    frontier: list[str] = []
-    best = float("-inf")
-    for name, (cost, quality) in sorted(points.items(), key=lambda kv: (kv[1][0], -kv[1][1])):
-        if quality > best:
-            frontier.append(name)
-            best = quality
-    return frontier
 
 
 def plot(report: dict, path: Path) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -27,8 +28,8 @@ from rag.cache.verifier import load_verifier
 from rag.errors import StoreError
 from rag.generation.llm.base import LLM
 from rag.generation.llm.factory import build_llm
-from rag.generation.router import CascadeRouter, load_routing
-from rag.pipeline import QueryPipeline
+from rag.generation.router import CascadeRouter, load_routing, with_overrides
+from rag.pipeline import QueryPipeline, Retriever
 from rag.settings import Settings
 from rag.usage.ledger import UsageLedger
 from retrieval.fitted import load_fitted
@@ -131,21 +132,41 @@ class Service:
             indexer=indexer,
             retriever=retriever,
             pipeline=QueryPipeline(
-                settings, retriever, llms, query_embedder.embed_query, cache, _router(), ledger
+                settings, retriever, llms, query_embedder.embed_query, cache, router_for(settings), ledger
             ),
             _lock_handle=lock,
         )
         indexer.recover()
         return service
 
-    def variant(self, settings: Settings, cache: SemanticCache | None = None) -> QueryPipeline:
+    def variant(
+        self,
+        settings: Settings,
+        cache: SemanticCache | None = None,
+        llms: Mapping[str, LLM] | None = None,
+        retriever: Retriever | None = None,
+    ) -> QueryPipeline:
         """A query pipeline for other settings over the same stores and warm models: how the eval harness
         runs each named configuration (naive top-k, hybrid, routed, …) through the service's own code.
-        Only query-time settings take effect; the stores and the data dir stay this service's."""
-        retriever = _retriever(
+        Only query-time settings take effect; the stores and the data dir stay this service's. ``llms``
+        and ``retriever`` stand in front of the service's own (the eval's memo of generations, a
+        retrieval recorded once for many configurations)."""
+        if retriever is None:
+            retriever = self.retriever_for(settings)
+        return QueryPipeline(
+            settings,
+            retriever,
+            llms if llms is not None else self.llms,
+            self.query_embedder.embed_query,
+            cache,
+            router_for(settings),
+        )
+
+    def retriever_for(self, settings: Settings) -> HybridRetriever:
+        """The retriever ``settings`` configure, over this service's stores and warm models."""
+        return _retriever(
             settings, self.query_embedder, self.dense, self.lexical, self.registry, self.reranker, self.graph
         )
-        return QueryPipeline(settings, retriever, self.llms, self.query_embedder.embed_query, cache, _router())
 
     def warm_up(self, generation: bool = True) -> None:
         """Load the embedder, the reranker and the generation models once, before the first request."""
@@ -186,8 +207,9 @@ def open_answer_cache(settings: Settings, directory: Path, dim: int) -> Semantic
     )
 
 
-def _router() -> CascadeRouter:
-    return CascadeRouter(load_routing(), tokenize)
+def router_for(settings: Settings) -> CascadeRouter:
+    """The cascade's check: the fitted thresholds, with the settings' overrides."""
+    return CascadeRouter(with_overrides(load_routing(), settings.router), tokenize)
 
 
 def _retriever(
@@ -200,6 +222,7 @@ def _retriever(
     graph: KnowledgeGraph | None,
 ) -> HybridRetriever:
     fitted = load_fitted()
+    trim_params = fitted.trim if settings.trim_floor is None else replace(fitted.trim, floor=settings.trim_floor)
     return HybridRetriever(
         embedder,
         dense,
@@ -208,9 +231,9 @@ def _retriever(
         QueryWeigher(fitted.weighting),
         reranker if settings.rerank else None,
         fitted.rerank,
-        fitted.trim,
+        trim_params,
         mode=settings.retrieval_mode,
         trim=settings.trim,
-        expander=GraphExpander(graph) if graph is not None else None,
+        expander=GraphExpander(graph) if graph is not None and settings.kg_enabled else None,
         graph_params=fitted.graph,
     )

@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rag.generation.router import RoutingParams, with_overrides
+from rag.profile import beneath, load_profile
+
 
 class TierSettings(BaseModel):
     """One generation tier: which model answers and what its tokens cost."""
@@ -64,6 +67,9 @@ class Settings(BaseSettings):
     # "cascade": the cheap tier answers first and a check of its answer against the context escalates
     # to the strong tier (rag/routing.py); "fixed": every question goes to default_tier.
     routing: Literal["cascade", "fixed"] = "cascade"
+    # Overrides of the cascade's fitted check (rag/generation/params/routing.json), by field name:
+    # RAG_ROUTER__MIN_CONFIDENCE=0.6. Unknown names are refused at start-up.
+    router: dict[str, float | int | bool | str] = Field(default_factory=dict)
     cheap_tier: str = "cheap"
     # The strong tier: the one a cascade escalates to, and the only one when routing is fixed.
     default_tier: str = "strong"
@@ -100,6 +106,9 @@ class Settings(BaseSettings):
     rerank: bool = True
     # Trim the top_k passages to token_budget at sentence level; off sends whole chunks.
     trim: bool = True
+    # The trim's floor (retrieval/budget.py): a sentence below this share of the best sentence's priority is
+    # dropped even when the budget has room. None: the fitted floor (retrieval/params/fitted.json).
+    trim_floor: float | None = Field(default=None, ge=0, le=1)
     # Prompt-injection defense (rag/generation/prompt.py, rag/generation/injection.py): passages delimited and marked as data, and
     # instructions aimed at the model in them neutralized. Off only to measure it (evals/injection.py).
     injection_defense: bool = True
@@ -117,6 +126,18 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files_per_request: int = Field(default=32, ge=1)
+
+    # A profile written by `rag tune` (rag/profile.py): its settings apply beneath every RAG_* variable set
+    # explicitly (and beneath arguments given in code).
+    profile: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: object) -> object:
+        """Only the values given explicitly are in ``data`` here, so the profile fills what they leave."""
+        if isinstance(data, dict) and data.get("profile"):
+            return beneath(data, load_profile(Path(str(data["profile"])).expanduser()))
+        return data
 
     @field_validator("tiers", mode="before")
     @classmethod
@@ -149,6 +170,7 @@ class Settings(BaseSettings):
             raise ValueError("top_k must not exceed max_top_k")
         if self.token_budget > self.max_token_budget:
             raise ValueError("token_budget must not exceed max_token_budget")
+        with_overrides(RoutingParams(), self.router)  # unknown names or bad values fail here, at start-up
         return self
 
     @property

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from evals import qa, qa_report
-from evals.datasets import load_dataset
+from evals.datasets import load_dataset, select_queries
 from tests.conftest import DATASETS, LiveServer, make_settings
 
 N_QUESTIONS = 5
@@ -49,7 +49,10 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("qa-index")
-    return qa.run(dataset_dir, settings(root / "unused"), root, ["naive_k5", "optimized"], limit=N_QUESTIONS)
+    return qa.run(
+        dataset_dir, settings(root / "unused"), root, ["naive_k5", "optimized"], limit=N_QUESTIONS,
+        memo_path=root / "memo.sqlite",
+    )
 
 
 def assert_usage_sums(report: dict, pipeline: str) -> None:
@@ -66,8 +69,9 @@ def test_report_has_the_documented_shape_and_sums(report: dict) -> None:
     assert report["dataset"] == "xquad_slice" and report["n_questions"] == N_QUESTIONS
     assert set(report["pipelines"]) == {"naive_k5", "optimized"}
     keys = {
-        "em", "f1", "f1_diff_ci95", "prompt_tokens", "completion_tokens", "cost_usd",
+        "em", "f1", "f1_ci95", "f1_diff_ci95", "prompt_tokens", "completion_tokens", "cost_usd",
         "cost_per_1k_questions_usd", "strong_share", "cache_hit_rate", "latency_ms_p50", "latency_ms_p95",
+        "wrong_acceptance_rate", "cheap_served", "abstain_rate",
     }
     for name, row in report["pipelines"].items():
         assert keys <= set(row), name
@@ -82,10 +86,44 @@ def test_report_has_the_documented_shape_and_sums(report: dict) -> None:
     assert optimized["prompt_tokens"] < naive["prompt_tokens"]
     assert optimized["cost_usd"] < naive["cost_usd"]
     assert set(report["questions"]["optimized"][0]) >= {"answer", "f1", "tier", "route_reason", "gold_in_context"}
+    low, high = optimized["f1_ci95"]
+    assert low <= optimized["f1"] <= high
+
+
+def test_wrong_acceptance_compares_each_cheap_served_answer_with_the_strong_tier_on_its_prompt(report: dict) -> None:
+    rows = report["questions"]["optimized"]
+    served_cheap = [r for r in rows if r["cache"] == "miss" and r["tier"] == "cheap"]
+    assert all(r["strong_f1_same_prompt"] is not None for r in served_cheap)
+    assert all(r["strong_f1_same_prompt"] is None for r in rows if r["tier"] == "strong")
+    assert report["pipelines"]["optimized"]["cheap_served"] == len(served_cheap)
+    if served_cheap:
+        wrong = sum(r["f1"] < r["strong_f1_same_prompt"] for r in served_cheap) / len(served_cheap)
+        assert report["pipelines"]["optimized"]["wrong_acceptance_rate"] == pytest.approx(wrong)
+    assert report["pipelines"]["naive_k5"]["wrong_acceptance_rate"] is None  # the strong tier served all
+
+
+def test_a_seeded_sample_with_unanswerable_questions_reports_abstention(
+    dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("qa-unanswerable")
+    run = qa.run(
+        dataset_dir, settings(root / "unused"), root, ["optimized"], sample=4, seed=3, unanswerable=0.5,
+        memo_path=root / "memo.sqlite",
+    )
+    again = select_queries(load_dataset(dataset_dir).queries, sample=4, seed=3)
+    rows = run["questions"]["optimized"]
+    assert [r["id"] for r in rows] == [q.id for q in again]  # the same seed draws the same questions
+    assert run["unanswerable"]["questions"] == sum(not r["answerable"] for r in rows) >= 2
+    assert run["selection"] == {"limit": None, "sample": 4, "seed": 3, "excluded": 0}
+    row = run["pipelines"]["optimized"]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    assert row["abstain_recall"] == pytest.approx(sum(r["abstained"] for r in unanswerable) / len(unanswerable))
+    assert row["false_abstain_rate"] is not None
+    assert "abstain recall" in qa_report.table(run)
 
 
 def test_markdown_report_and_plot_are_written(report: dict, tmp_path: Path) -> None:
-    text = qa_report.markdown(report, N_QUESTIONS)
+    text = qa_report.markdown(report)
     assert "| naive_k5 |" in text and "| optimized |" in text and "less than `naive_k5`" in text
     plot = tmp_path / "plot.png"
     qa_report.plot(report, plot)
@@ -95,11 +133,6 @@ def test_markdown_report_and_plot_are_written(report: dict, tmp_path: Path) -> N
 def test_a_pipeline_that_costs_more_says_so() -> None:
     assert qa_report.saving_phrase("naive_k5", 0.27) == "27% less than `naive_k5`"
     assert qa_report.saving_phrase("naive_k2", -0.51) == "51% more than `naive_k2`"
-
-
-def test_pareto_frontier_keeps_only_undominated_points() -> None:
-    points = {"a": (1.0, 0.5), "b": (2.0, 0.4), "c": (3.0, 0.7), "d": (0.5, 0.3)}
-    assert qa_report.pareto_frontier(points) == ["d", "a", "c"]
 
 
 def test_unknown_or_contradictory_pipelines_fail_before_any_work(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -128,6 +128,27 @@ class CascadeRouter:
 
 def parse_routing(data: dict) -> RoutingParams:
     return RoutingParams(**data)
+
+
+def with_overrides(params: RoutingParams, overrides: Mapping[str, object]) -> RoutingParams:
+    """``params`` with some fields replaced by name (settings' ``router``), each read as the type of the
+    field it replaces, so that ``RAG_ROUTER__MAX_ANSWER_WORDS=8`` from the environment is an int."""
+    current = asdict(params)
+    unknown = sorted(set(overrides) - set(current))
+    if unknown:
+        raise ValueError(f"unknown router settings {unknown}; known: {sorted(current)}")
+    typed: dict[str, object] = {}
+    for name, value in overrides.items():
+        kind = type(current[name])
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"router setting {name} must be true or false, not {value!r}")
+            typed[name] = value.lower() in ("true", "1")
+        elif kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"router setting {name} must be a whole number, not {value!r}")
+        else:
+            typed[name] = kind(value)
+    return replace(params, **typed)
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,1 @@
+"""`rag tune`: the configuration space, the sweep over it, and its report."""
