@@ -143,8 +143,18 @@ class QueryPipeline:
                 yield text
             else:
                 messages = build_messages(question, passages, self._settings.injection_defense)
-                raw, route = yield from self._generate(question, messages, passages, spent, cheap_only)
+                grounding = self._router is not None and self._router.params.checks_grounding
+                raw, route = yield from self._generate(
+                    question, messages, passages, spent, cheap_only, emit=not grounding
+                )
                 text, cited = split_answer(raw, passages)
+                if grounding:
+                    assert self._router is not None
+                    verdict = self._router.grounded(question, text, passages)
+                    if not verdict.accept:
+                        text, cited = NO_ANSWER, []
+                        route = replace(route, reason=f"{route.reason}; answer withheld: {verdict.reason}")
+                    yield text
                 citations = citations_for(text, cited, passages, question)
             finished = True
         finally:
@@ -216,23 +226,26 @@ class QueryPipeline:
         passages: list[Passage],
         spent: list[TierUsage],
         cheap_only: bool,
+        emit: bool,
     ) -> Generator[str, None, tuple[str, Route]]:
         """One call when routing is fixed; in a cascade the cheap tier first (its answer sent whole once
         the router accepts it), the strong one, streamed, only if the check fails. Near the tenant's
-        budget only the cheap tier answers."""
+        budget only the cheap tier answers. With ``emit`` off nothing is sent: the caller checks the
+        answer's grounding first."""
         s = self._settings
         if cheap_only:
-            generation = yield from self._call(s.cheap_tier, messages, spent, emit=True)
+            generation = yield from self._call(s.cheap_tier, messages, spent, emit=emit)
             return generation.text, Route(s.cheap_tier, "near the tenant's daily budget: cheap tier only")
         if s.routing == "fixed" or self._router is None:
-            generation = yield from self._call(s.default_tier, messages, spent, emit=True)
+            generation = yield from self._call(s.default_tier, messages, spent, emit=emit)
             return generation.text, Route(s.default_tier, "routing is fixed")
         cheap = yield from self._call(s.cheap_tier, messages, spent, emit=False)
         verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence, question)
         if verdict.accept:
-            yield cheap.text
+            if emit:
+                yield cheap.text
             return cheap.text, Route(s.cheap_tier, verdict.reason)
-        strong = yield from self._call(s.default_tier, messages, spent, emit=True)
+        strong = yield from self._call(s.default_tier, messages, spent, emit=emit)
         return strong.text, Route(s.default_tier, verdict.reason, escalated=True)
 
     # -- accounting ---------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ from kg.graph import KnowledgeGraph
 from rag.cache.semantic import SemanticCache
 from rag.cache.verifier import load_verifier
 from rag.errors import StoreError
+from rag.generation.evidence import PairScorer
 from rag.generation.llm.base import LLM
 from rag.generation.llm.factory import build_llm
-from rag.generation.router import CascadeRouter, load_routing, with_overrides
+from rag.generation.router import NO_SCORE_CHECK, CascadeRouter, load_routing, with_overrides
 from rag.pipeline import QueryPipeline, Retriever
 from rag.settings import Settings
 from rag.usage.ledger import UsageLedger
@@ -132,7 +133,7 @@ class Service:
             indexer=indexer,
             retriever=retriever,
             pipeline=QueryPipeline(
-                settings, retriever, llms, query_embedder.embed_query, cache, router_for(settings), ledger
+                settings, retriever, llms, query_embedder.embed_query, cache, router_for(settings, reranker), ledger
             ),
             _lock_handle=lock,
         )
@@ -159,7 +160,7 @@ class Service:
             llms if llms is not None else self.llms,
             self.query_embedder.embed_query,
             cache,
-            router_for(settings),
+            router_for(settings, self.reranker),
         )
 
     def retriever_for(self, settings: Settings) -> HybridRetriever:
@@ -171,7 +172,8 @@ class Service:
     def warm_up(self, generation: bool = True) -> None:
         """Load the embedder, the reranker and the generation models once, before the first request."""
         self.embedder.warm_up()
-        if self.settings.rerank:
+        scores_grounding = with_overrides(load_routing(), self.settings.router).abstain_min_score > NO_SCORE_CHECK
+        if self.settings.rerank or scores_grounding:
             self.reranker.warm_up()
         if generation:
             tiers = {self.settings.default_tier}
@@ -207,9 +209,11 @@ def open_answer_cache(settings: Settings, directory: Path, dim: int) -> Semantic
     )
 
 
-def router_for(settings: Settings) -> CascadeRouter:
-    """The cascade's check: the fitted thresholds, with the settings' overrides."""
-    return CascadeRouter(with_overrides(load_routing(), settings.router), tokenize)
+def router_for(settings: Settings, scorer: PairScorer | None = None) -> CascadeRouter:
+    """The cascade's check and the grounding check: the fitted thresholds, with the settings' overrides.
+    ``scorer`` (the cross-encoder) is handed over only when the grounding check scores sentences."""
+    params = with_overrides(load_routing(), settings.router)
+    return CascadeRouter(params, tokenize, scorer if params.abstain_min_score > NO_SCORE_CHECK else None)
 
 
 def _retriever(

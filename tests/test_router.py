@@ -155,3 +155,54 @@ def test_an_answer_that_restates_the_question_escalates_an_option_stands() -> No
     ).accept  # max_echo 1.0: the check is off
     with pytest.raises(ValueError):
         RoutingParams(max_echo=1.5)
+
+
+# -- grounding: the service says the documents do not say, instead of answering from memory ------------
+
+
+def test_an_answer_no_sentence_holds_is_withheld_when_the_check_is_on() -> None:
+    off = CascadeRouter(RoutingParams(), tokenize)
+    assert off.grounded("Who led the raiders?", "Melbourne", passages()).accept  # off by default
+    on = CascadeRouter(RoutingParams(abstain_ungrounded=True), tokenize)
+    verdict = on.grounded("What is the capital of Australia?", "Melbourne", passages())
+    assert not verdict.accept and "no sentence" in verdict.reason
+    assert on.grounded("Who led the raiders?", "Rollo", passages()).accept
+    assert on.grounded("Who led the raiders?", "rollo.", passages()).accept  # case and punctuation aside
+    assert on.grounded("Were they Norse?", "Yes", passages()).accept  # yes/no is exempt
+    assert on.grounded("Who?", "I don't know.", passages()).accept  # already an abstention
+
+
+@pytest.fixture(scope="module")
+def cross_encoder():
+    from retrieval.rerank import OnnxCrossEncoder
+
+    encoder = OnnxCrossEncoder(threads=1)
+    encoder.warm_up()
+    return encoder
+
+
+def test_the_score_bar_withholds_an_answer_lifted_from_an_unrelated_sentence(cross_encoder) -> None:
+    text = CONTEXT + " The annual rainfall of the region is about 800 millimetres."
+    bar = CascadeRouter(RoutingParams(abstain_min_score=0.0), tokenize, cross_encoder)
+    assert bar.grounded("Who led the Norse raiders?", "Rollo", passages(text)).accept
+    verdict = bar.grounded("Who was the first king of Sweden?", "800 millimetres", passages(text))
+    assert not verdict.accept and "scores" in verdict.reason
+    with pytest.raises(ValueError, match="cross-encoder"):
+        CascadeRouter(RoutingParams(abstain_min_score=0.0), tokenize)
+
+
+def test_the_pipeline_withholds_an_ungrounded_answer_and_never_streams_it(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, routing="fixed", cache_enabled=False)
+    strong = ScriptedLLM(settings.tiers["strong"].model, "Canberra")
+    pipeline = QueryPipeline(
+        settings,
+        FixedRetriever(),
+        {"cheap": ScriptedLLM(settings.tiers["cheap"].model, "x"), "strong": strong},
+        lambda q: np.zeros(4, dtype=np.float32),
+        router=CascadeRouter(RoutingParams(abstain_ungrounded=True), tokenize),
+    )
+    events = list(pipeline.answer_stream("What is the capital of Australia?", "default"))
+    pieces, answer = events[:-1], events[-1]
+    assert pieces == ["I don't know."] and answer.answer == "I don't know."
+    assert answer.citations == () and "withheld" in answer.route.reason
+    assert [g.tier for g in answer.usage.generations] == ["strong"]  # the call was made and is paid for

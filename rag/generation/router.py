@@ -16,10 +16,14 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+from rag.generation.evidence import PairScorer, answer_evidence, holds_answer
 from rag.generation.prompt import is_abstention
+from rag.sentences import sentence_spans
 from rag.types import Passage
 
 ROUTING_FILE = Path(__file__).parent / "params" / "routing.json"
+# abstain_min_score at or below this turns the score check off.
+NO_SCORE_CHECK = -100.0
 
 # Questions answered by yes or no: the answer's words are never in the context, so support says nothing.
 _YES_NO = re.compile(r"^(yes|no)\b[.!]?$", re.IGNORECASE)
@@ -49,6 +53,17 @@ class RoutingParams:
     # check off. Answers of one or two terms are exempt: picking one of the options a question names
     # ("Who is older, A or B?") is all question words too.
     max_echo: float = 1.0
+    # Grounding, for the served answer whatever tier wrote it: say "I don't know" instead of an answer
+    # that no sentence of the context holds (its words came from the model's memory, not the documents).
+    # Yes/no answers are exempt.
+    abstain_ungrounded: bool = False
+    # ... and instead of one whose best holding sentence scores below this cross-encoder logit against
+    # the question (lifted from a sentence that does not answer it). NO_SCORE_CHECK turns it off.
+    abstain_min_score: float = NO_SCORE_CHECK
+
+    @property
+    def checks_grounding(self) -> bool:
+        return self.abstain_ungrounded or self.abstain_min_score > NO_SCORE_CHECK
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_support <= 1.0:
@@ -71,11 +86,18 @@ class Verdict:
 
 
 class CascadeRouter:
-    """Judges a cheap tier's answer; ``analyze`` turns text into the same terms the BM25 index uses."""
+    """Judges a cheap tier's answer, and whether the served answer is grounded in the context.
+    ``analyze`` turns text into the same terms the BM25 index uses; ``scorer`` is the cross-encoder,
+    needed only by the grounding check's score bar."""
 
-    def __init__(self, params: RoutingParams, analyze: Callable[[str], list[str]]) -> None:
+    def __init__(
+        self, params: RoutingParams, analyze: Callable[[str], list[str]], scorer: PairScorer | None = None
+    ) -> None:
+        if params.abstain_min_score > NO_SCORE_CHECK and scorer is None:
+            raise ValueError("abstain_min_score needs a cross-encoder to score sentences with")
         self.params = params
         self._analyze = analyze
+        self._scorer = scorer
 
     def support(self, answer: str, passages: Sequence[Passage]) -> float | None:
         """Share of the answer's terms found in the context; None when the answer has no terms."""
@@ -124,6 +146,36 @@ class CascadeRouter:
         if support < p.min_support:
             return Verdict(False, f"only {support:.0%} of the cheap answer's terms are in the context", support)
         return Verdict(True, f"{support:.0%} of the cheap answer's terms are in the context", support)
+
+
+    def grounded(self, question: str, answer: str, passages: Sequence[Passage]) -> Verdict:
+        """Whether the served ``answer`` may stand, or the service should say the documents do not hold
+        one (the checks ``abstain_ungrounded`` and ``abstain_min_score``)."""
+        p = self.params
+        if not p.checks_grounding or is_abstention(answer) or _YES_NO.match(answer.strip()):
+            return Verdict(True, "no grounding check applies")
+        if p.abstain_min_score <= NO_SCORE_CHECK:
+            held = any(
+                holds_answer(answer, passage.text[a:b], self._analyze)
+                for passage in passages
+                for a, b in sentence_spans(passage.text)
+            )
+            if not held:
+                return Verdict(False, "no sentence of the documents holds the answer")
+            return Verdict(True, "a sentence of the documents holds the answer")
+        assert self._scorer is not None  # checked at construction
+        evidence = answer_evidence(question, answer, passages, self._scorer, self._analyze)
+        if evidence.answer_score is None:
+            if p.abstain_ungrounded:
+                return Verdict(False, "no sentence of the documents holds the answer")
+            return Verdict(True, "no sentence holds the answer; only the score bar applies")
+        if evidence.answer_score < p.abstain_min_score:
+            return Verdict(
+                False,
+                f"the sentence holding the answer scores {evidence.answer_score:.1f} for the question "
+                f"(bar {p.abstain_min_score})",
+            )
+        return Verdict(True, f"the sentence holding the answer scores {evidence.answer_score:.1f}")
 
 
 def parse_routing(data: dict) -> RoutingParams:
