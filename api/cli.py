@@ -438,7 +438,9 @@ def tune(
     top_k: Annotated[str, typer.Option(help="retrieval depths to try")] = "3,5,8",
     floors: Annotated[str, typer.Option(help="trim floors to try")] = "0.3,0.5,0.7",
     budgets: Annotated[str, typer.Option(help="token budgets to try")] = "1500",
-    policies: Annotated[str, typer.Option(help="answer policies to try: strong, cheap, cascade")] = "strong,cheap,cascade",
+    policies: Annotated[
+        str, typer.Option(help="answer policies to try: strong, cheap, cascade, cascade_strict")
+    ] = "strong,cheap,cascade,cascade_strict",
     ablations: Annotated[bool, typer.Option(help="also try rerank off and graph off (at depth 5)")] = True,
     index_root: Annotated[
         Path, typer.Option(help="indexes are built here once per corpus and reused")

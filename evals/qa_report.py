@@ -14,8 +14,8 @@ def _money(value: float) -> str:
     return f"${value:.3f}" if value < 10 else f"${value:.2f}"
 
 
-def _ci(row: dict) -> str:
-    ci = row.get("f1_diff_ci95")
+def _ci(row: dict, key: str = "f1_diff_ci95") -> str:
+    ci = row.get(key)
     return "—" if ci is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
@@ -29,8 +29,11 @@ def _ms(value: float | None) -> str:
 
 def table(report: dict) -> str:
     abstention = report.get("unanswerable") is not None
+    against_strong = "strong_trimmed" in report["pipelines"]
     header = (
-        f"| pipeline | EM | F1 (95% CI) | ΔF1 vs {BASELINE} (95% CI) | gold in context | prompt tok/q "
+        f"| pipeline | EM | F1 (95% CI) | ΔF1 vs {BASELINE} (95% CI) |"
+        + (" ΔF1 vs strong_trimmed (95% CI) |" if against_strong else "")
+        + " gold in context | prompt tok/q "
         "| completion tok/q | $ per 1k q | strong share | wrong acceptance | cache hits | p50 ms | p95 ms |"
     )
     if abstention:
@@ -44,7 +47,9 @@ def table(report: dict) -> str:
         line = (
             f"| {name} | {row['em']:.3f} | {row['f1']:.3f}"
             + (f" [{f1_ci[0]:.3f}, {f1_ci[1]:.3f}]" if f1_ci else "")
-            + f" | {_ci(row)} | {gold} "
+            + f" | {_ci(row)} |"
+            + (f" {_ci(row, 'f1_diff_vs_strong_trimmed_ci95')} |" if against_strong else "")
+            + f" {gold} "
             f"| {row['prompt_tokens'] / n:.0f} | {row['completion_tokens'] / n:.1f} "
             f"| {_money(row['cost_per_1k_questions_usd'])} | {row['strong_share']:.2f} "
             f"| {'—' if wrong is None else f'{wrong:.1%} of {cheap_served}'} "
@@ -123,7 +128,7 @@ def markdown(report: dict) -> str:
                 "",
             ]
     target = "optimized" if "optimized" in report["pipelines"] else None
-    if target:
+    if target and BASELINE in report["pipelines"]:
         lines += ["## Where `optimized` lost to the baseline", "", *_failures(report, target), ""]
     return "\n".join(lines)
 

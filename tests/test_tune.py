@@ -35,20 +35,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 
 def test_the_sweep_covers_every_configuration_on_every_question(setup) -> None:
     _, _, _, result = setup
-    names = {"naive_k2", "naive_k5"} | {f"k2 floor {f} | {p}" for f in (0.5, 0.7) for p in ("cheap", "cascade")}
+    names = {"naive_k2", "naive_k5"} | {f"k2 floor {f}, {p}" for f in (0.5, 0.7) for p in ("cheap", "cascade")}
     assert set(result.results) == set(result.points) == names
     for run in result.results.values():
         assert [q.id for q in run.questions] == [q.id for q in result.queries]
     # the cascade's cheap calls were answered before, by the cheap policy over the same prompts: looked up
-    assert sum(q.memo_hits for q in result.results["k2 floor 0.7 | cascade"].questions) >= N_QUESTIONS
+    assert sum(q.memo_hits for q in result.results["k2 floor 0.7, cascade"].questions) >= N_QUESTIONS
     # every cheap-served answer was also put to the strong tier on its prompt
-    cheap = result.results["k2 floor 0.7 | cheap"].questions
+    cheap = result.results["k2 floor 0.7, cheap"].questions
     assert all(q.strong_f1_same_prompt is not None for q in cheap)
 
 
 def test_replayed_answers_equal_what_the_service_answers_with_that_configuration(setup) -> None:
     root, dataset_dir, base, result = setup
-    name = "k2 floor 0.7 | cascade"
+    name = "k2 floor 0.7, cascade"
     replayed = {q.id: q for q in result.results[name].questions}
     with indexed_corpus(load_dataset(dataset_dir), root, base, generation=True) as service:
         pipeline = service.variant(configured(service.settings, result.configurations[name]))  # no memo
