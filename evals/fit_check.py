@@ -88,6 +88,7 @@ def collect(
     index_root: Path,
     memo_path: Path,
     unanswerable: float | None = None,
+    verify: bool = True,
 ) -> None:
     base = get_settings().model_copy(update={"cache_enabled": False})
     dataset = load_dataset(dataset_dir)
@@ -136,12 +137,12 @@ def collect(
                         f"{tier}_answer_rank": evidence.answer_rank,
                         f"{tier}_margin": evidence.margin,
                     }
-                    if is_abstention(text):
+                    if is_abstention(text) or not verify:
                         continue
                     shown = [s.text for s in evidence.shown()]
-                    verify = build_verify_messages(query.question, text, shown)
-                    row[f"{tier}_verify_tokens"] = count_prompt_tokens(verify)
-                    g = llms["strong"].generate(verify, VERIFY_TOKENS)
+                    check = build_verify_messages(query.question, text, shown)
+                    row[f"{tier}_verify_tokens"] = count_prompt_tokens(check)
+                    g = llms["strong"].generate(check, VERIFY_TOKENS)
                     row[f"{tier}_verify_strong"] = yes_probability(g.text, g.token_probs)
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
                 handle.flush()
@@ -163,6 +164,14 @@ def auc(scores: list[float], positive: list[bool]) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(s) - n_pos)))
 
 
+VERIFIES = "strong verifies"
+
+
+def _verified(rows: list[dict]) -> bool:
+    """Whether the rows were collected with the strong tier's check (not ``--no-verify``)."""
+    return any("cheap_verify_strong" in r or "strong_verify_strong" in r for r in rows)
+
+
 # Signal name → (row → score where higher means "the cheap answer is right"); missing values score low.
 CHEAP_SIGNALS = {
     "confidence": lambda r: r.get("cheap_confidence") or 0.0,
@@ -172,7 +181,7 @@ CHEAP_SIGNALS = {
     "answer sentence rank (−)": lambda r: -(r["cheap_answer_rank"] if r.get("cheap_answer_rank") is not None else 99),
     "answer sentence score": lambda r: r["cheap_answer_score"] if r.get("cheap_answer_score") is not None else -20,
     "margin to top (−)": lambda r: -(r["cheap_margin"] if r.get("cheap_margin") is not None else 30),
-    "strong verifies": lambda r: r.get("cheap_verify_strong", 0.0),
+    VERIFIES: lambda r: r.get("cheap_verify_strong", 0.0),
 }
 
 
@@ -183,12 +192,13 @@ STRONG_SIGNALS = {
     "support": lambda r: r.get("strong_support") if r.get("strong_support") is not None else 0.0,
     "top sentence score": lambda r: r["strong_top_score"] if r.get("strong_top_score") is not None else -20,
     "answer sentence score": lambda r: r["strong_answer_score"] if r.get("strong_answer_score") is not None else -20,
-    "strong verifies": lambda r: r.get("strong_verify_strong", 0.0),
+    VERIFIES: lambda r: r.get("strong_verify_strong", 0.0),
 }
 
 
-def cross_validated_auc(rows: list[dict], signals: dict, labels: list[bool], folds: int = 5) -> float | None:
-    """AUC of a logistic regression over every signal, each row scored by a model fitted without it."""
+def cross_validated_scores(rows: list[dict], signals: dict, labels: list[bool], folds: int = 5) -> list[float] | None:
+    """A logistic regression over every signal, each row scored by a model fitted without it (None when
+    either class has fewer rows than folds)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
@@ -200,8 +210,7 @@ def cross_validated_auc(rows: list[dict], signals: dict, labels: list[bool], fol
     x = np.asarray([[signal(r) for signal in signals.values()] for r in rows], float)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     split = StratifiedKFold(folds, shuffle=True, random_state=0)
-    scores = cross_val_predict(model, x, y, cv=split, method="predict_proba")[:, 1]
-    return auc(list(scores), list(y))
+    return list(cross_val_predict(model, x, y, cv=split, method="predict_proba")[:, 1])
 
 
 def strictest_bar(scores: list[float], right: list[bool], max_wrong: float) -> float:
@@ -231,15 +240,19 @@ def _auc_table(rows: list[dict], signals: dict, labels: list[bool], title: str) 
         f"| signal | AUC: {title} | held out at ≤ 5% wrong: share accepted, wrong among them |",
         "|---|---|---|",
     ]
-    for name, signal in signals.items():
+    measured = {name: signal for name, signal in signals.items() if name != VERIFIES or _verified(rows)}
+    for name, signal in measured.items():
         scores = [signal(r) for r in rows]
         value = auc(scores, labels)
         share, wrong = held_out_acceptance(scores, labels)
         lines.append(f"| {name} | {'—' if value is None else f'{value:.3f}'} | {share:.0%}, {wrong:.1%} |")
-    combined = cross_validated_auc(rows, signals, labels)
-    lines.append(
-        f"| all of them, logistic (5-fold cross-validated) | {'—' if combined is None else f'{combined:.3f}'} | |"
-    )
+    combined = cross_validated_scores(rows, measured, labels)
+    name = "all of them, logistic (5-fold cross-validated)"
+    if combined is None:
+        lines.append(f"| {name} | — | |")
+    else:
+        share, wrong = held_out_acceptance(combined, labels)
+        lines.append(f"| {name} | {auc(combined, labels):.3f} | {share:.0%}, {wrong:.1%} |")
     return lines
 
 
@@ -276,6 +289,7 @@ def main() -> None:
     c.add_argument("--index-root", type=Path, default=Path("data/eval"))
     c.add_argument("--memo", type=Path, default=DEFAULT_MEMO)
     c.add_argument("--unanswerable", type=float, help="index without the gold documents of this share")
+    c.add_argument("--no-verify", action="store_true", help="skip the strong tier's yes/no check (a call per answer)")
     r = sub.add_parser("report")
     r.add_argument("rows", type=Path, nargs="+")
     args = parser.parse_args()
@@ -283,7 +297,7 @@ def main() -> None:
         contexts = [Context(top_k=int(k), floor=float(f)) for k, f in (c.split(",") for c in args.context)]
         collect(
             args.dataset, contexts, args.sample, args.seed, args.out, args.index_root.resolve(), args.memo,
-            args.unanswerable,
+            args.unanswerable, not args.no_verify,
         )
         return
     report([json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()])
