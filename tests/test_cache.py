@@ -178,6 +178,17 @@ def test_hit_on_the_same_and_a_paraphrased_question_miss_on_another(cache_parts)
     assert not other.hit and "numbers" in other.reason
 
 
+def test_questions_outside_latin_script_hit_only_on_the_same_text(cache_parts) -> None:
+    """The English-only embedder puts unrelated Chinese questions at cosine 0.99 and the verifier passes
+    them (cmrc2018: "How long is this fish?" was answered with another question's "turkey")."""
+    cache, _, _, embedder = cache_parts
+    put(cache, embedder, "t1", "赵鹏的职业是什么？", "演员", "doc-a")
+    other = ask(cache, embedder, "t1", "溪银汉鱼的体长是多少？")
+    assert not other.hit and other.similarity >= 0.85 and "Latin script" in other.reason
+    assert ask(cache, embedder, "t1", "赵鹏的职业是什么？").hit
+    assert ask(cache, embedder, "t1", "赵鹏的职业是什么").hit  # normalized: end punctuation dropped
+
+
 def test_tenants_never_share_entries(cache_parts) -> None:
     cache, _, _, embedder = cache_parts
     put(cache, embedder, "t1", "Which team won Super Bowl 50?", "Denver Broncos", "doc-a")
