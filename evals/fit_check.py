@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from evals.corpus_index import indexed_corpus
 from evals.datasets import load_dataset, select_queries, without_gold_documents
+from evals.fit_routing import read_rows
 from evals.generation_memo import GenerationMemo
 from evals.qa import DEFAULT_MEMO, memoized
 from evals.qa_metrics import f1
@@ -151,17 +152,11 @@ def collect(
 
 def auc(scores: list[float], positive: list[bool]) -> float | None:
     """Probability that a positive scores above a negative (ties count half); None without both."""
-    s, y = np.asarray(scores, float), np.asarray(positive, bool)
-    if y.all() or not y.any():
+    from sklearn.metrics import roc_auc_score
+
+    if all(positive) or not any(positive):
         return None
-    ranks = np.empty(len(s))
-    order = np.argsort(s, kind="mergesort")
-    ranks[order] = np.arange(1, len(s) + 1)
-    for value in np.unique(s):  # average ranks over ties
-        tie = s == value
-        ranks[tie] = ranks[tie].mean()
-    n_pos = y.sum()
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(s) - n_pos)))
+    return float(roc_auc_score(positive, scores))
 
 
 VERIFIES = "strong verifies"
@@ -213,7 +208,7 @@ def cross_validated_scores(rows: list[dict], signals: dict, labels: list[bool], 
     return list(cross_val_predict(model, x, y, cv=split, method="predict_proba")[:, 1])
 
 
-def strictest_bar(scores: list[float], right: list[bool], max_wrong: float) -> float:
+def lowest_safe_bar(scores: list[float], right: list[bool], max_wrong: float) -> float:
     """The lowest score bar whose accepted rows (score ≥ bar) are wrong in at most ``max_wrong`` of cases
     (inf when none is)."""
     for bar in sorted(set(scores)):
@@ -229,7 +224,7 @@ def held_out_acceptance(scores: list[float], right: list[bool], max_wrong: float
     accepted: list[bool] = []
     for fit_half in (0, 1):
         fit = [(v, ok) for i, (v, ok) in enumerate(zip(scores, right)) if i % 2 == fit_half]
-        bar = strictest_bar([v for v, _ in fit], [ok for _, ok in fit], max_wrong)
+        bar = lowest_safe_bar([v for v, _ in fit], [ok for _, ok in fit], max_wrong)
         accepted += [ok for i, (v, ok) in enumerate(zip(scores, right)) if i % 2 != fit_half and v >= bar]
     share = len(accepted) / len(scores)
     return share, (1 - sum(accepted) / len(accepted)) if accepted else 0.0
@@ -300,7 +295,7 @@ def main() -> None:
             args.unanswerable, not args.no_verify,
         )
         return
-    report([json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()])
+    report(read_rows(args.rows))
 
 
 if __name__ == "__main__":

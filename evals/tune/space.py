@@ -41,13 +41,8 @@ class Context:
 
     def overrides(self) -> dict[str, object]:
         if self.dense_only:
-            return {
-                "retrieval_mode": "dense",
-                "rerank": False,
-                "trim": False,
-                "kg_enabled": False,
-                "top_k": self.top_k,
-            }
+            return {"retrieval_mode": "dense", "rerank": False, "trim": False, "kg_enabled": False,
+                    "top_k": self.top_k}
         out: dict[str, object] = {
             "retrieval_mode": "hybrid",
             "rerank": self.rerank,
