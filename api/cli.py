@@ -275,6 +275,50 @@ def keys_revoke(label: Annotated[str, typer.Argument(help="the label `rag keys l
     typer.echo(f"revoked {removed} key(s)")
 
 
+db_app = typer.Typer(no_args_is_help=True, help="Server mode's database (RAG_DATABASE_URL): its schema.")
+app.add_typer(db_app, name="db")
+
+
+def _database_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        _fail("RAG_DATABASE_URL is not set: the embedded mode keeps its state in the data dir and needs no upgrade")
+    return url
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations the database lacks (safe to run from several workers at once)."""
+    import psycopg
+
+    from rag.database.schema import upgrade
+
+    try:
+        applied = upgrade(_database_url())
+    except psycopg.Error as error:  # the driver's message names the cause (auth, host, permissions)
+        _fail(f"upgrade failed: {error}")
+    listed = ": " + ", ".join(applied) if applied else ""
+    typer.echo(f"applied {len(applied)} migration(s){listed}; the schema is current")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Whether the database's schema is the one this version of the service runs on."""
+    import psycopg
+
+    from rag.database.schema import state
+
+    try:
+        found = state(_database_url())
+    except psycopg.Error as error:
+        _fail(f"cannot read the schema: {error}")
+    if found.unknown:
+        _fail(f"{len(found.unknown)} migration(s) applied by a newer version of the service")
+    if found.pending:
+        _fail(f"pending: {', '.join(found.pending)}; run `rag db upgrade`")
+    typer.echo("the schema is current")
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Measure the service on a dataset in the shared format.")
 app.add_typer(eval_app, name="eval")
 

@@ -194,7 +194,7 @@ class UsageTotalsOut(BaseModel):
 
 
 class UsageReport(BaseModel):
-    since: str = Field(description="when the service started (UTC): totals count from then")
+    since: str = Field(description="when the ledger began counting (UTC; it persists across restarts): totals count from then")
     tenant: str = Field(description="the caller's tenant; no other tenant's usage is shown")
     total: UsageTotalsOut
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
+from psycopg_pool import ConnectionPool
+
 from indexing.chunking import Chunker
 from indexing.embedding import BatchedQueryEmbedder, Embedder, SentenceTransformerEmbedder
 from indexing.indexer import Indexer
@@ -25,6 +27,8 @@ from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
 from rag.cache.semantic import SemanticCache
 from rag.cache.verifier import load_verifier
+from rag.database.pool import open_pool
+from rag.database.schema import require_current
 from rag.errors import StoreError
 from rag.generation.evidence import PairScorer
 from rag.generation.llm.base import LLM
@@ -32,7 +36,9 @@ from rag.generation.llm.factory import build_llm
 from rag.generation.router import NO_SCORE_CHECK, CascadeRouter, load_routing, with_overrides
 from rag.pipeline import QueryPipeline, Retriever
 from rag.settings import Settings
-from rag.usage.ledger import UsageLedger
+from rag.usage.ledger import LedgerStore, UsageLedger
+from rag.usage.ledger_postgres import PostgresLedgerStore
+from rag.usage.ledger_sqlite import SqliteLedgerStore
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
 from retrieval.rerank import OnnxCrossEncoder, Reranker
@@ -84,11 +90,19 @@ class Service:
     retriever: HybridRetriever
     pipeline: QueryPipeline
     _lock_handle: IO[str]
+    _database: ConnectionPool | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Service:
         """Open every store (cheap); models load in ``warm_up``."""
+        if settings.database_url:
+            require_current(settings.database_url)  # before anything is opened: a refusal leaves nothing behind
         lock = _lock_data_dir(settings.data_dir)
+        try:
+            database = open_pool(settings.database_url) if settings.database_url else None
+        except StoreError:
+            lock.close()
+            raise
         embedder = SentenceTransformerEmbedder(
             settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
         )
@@ -117,7 +131,7 @@ class Service:
         if settings.batching:
             query_embedder = BatchedQueryEmbedder(embedder, settings.batch_max_size, settings.batch_max_wait_ms)
         retriever = _retriever(settings, query_embedder, dense, lexical, registry, reranker, graph)
-        ledger = UsageLedger()
+        ledger = UsageLedger(_ledger_store(settings, database))
         service = cls(
             settings=settings,
             registry=registry,
@@ -136,6 +150,7 @@ class Service:
                 settings, retriever, llms, query_embedder.embed_query, cache, router_for(settings, reranker), ledger
             ),
             _lock_handle=lock,
+            _database=database,
         )
         indexer.recover()
         return service
@@ -192,7 +207,16 @@ class Service:
         if self.graph is not None:
             self.graph.close()
         self.registry.close()
+        self.ledger.close()
+        if self._database is not None:
+            self._database.close()
         self._lock_handle.close()
+
+
+def _ledger_store(settings: Settings, database: ConnectionPool | None) -> LedgerStore:
+    if database is not None:
+        return PostgresLedgerStore(database)
+    return SqliteLedgerStore(settings.data_dir / "usage.sqlite")
 
 
 def open_answer_cache(settings: Settings, directory: Path, dim: int) -> SemanticCache:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # Assembled GGUF files (hundreds of MB each); defaults to DATA_DIR/models, may be shared by data dirs.
     model_dir: Path | None = None
     qdrant_url: str | None = None
+    # Server mode: a libpq URL (postgresql://user:pass@host/db, or ?host=/socket/dir). The usage ledger and
+    # the budgets live there, shared by every worker; the schema comes from `rag db upgrade`.
+    database_url: str | None = None
     qdrant_api_key: SecretStr | None = None
 
     # "api_keys": every /v1 route needs `Authorization: Bearer <key>` and acts for the key's tenant;

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +16,13 @@ import httpx
 import pytest
 import uvicorn
 
+from rag.database.pool import open_pool
 from rag.keys import KEYS_FILE, KeyStore, bearer_headers
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
+from rag.usage.ledger import LedgerStore
+from rag.usage.ledger_postgres import PostgresLedgerStore
+from rag.usage.ledger_sqlite import SqliteLedgerStore
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = (REPO.parent / "shared" / "datasets").resolve()
@@ -82,6 +89,55 @@ class LiveServer:
     @property
     def service(self):
         return self.app.state.service
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL 16 with pgvector (the pgserver wheel), started once per test session in a fresh
+    directory; the URL of its maintenance database. pgserver runs the server as its own unprivileged
+    user when started by root, so the directory must be writable by everyone."""
+    import pgserver
+
+    directory = tempfile.mkdtemp(prefix="rag-pg-")
+    os.chmod(directory, 0o777)
+    server = pgserver.get_server(directory, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture()
+def postgres_url(postgres_server: str) -> str:
+    """A new, empty database on the session's server, with the service's schema applied."""
+    from rag.database.schema import upgrade
+
+    url = fresh_database(postgres_server)
+    upgrade(url)
+    return url
+
+
+def fresh_database(server_url: str) -> str:
+    """The URL of a new empty database on the server (the libpq URL form pgserver hands out)."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.replace("/postgres?", f"/{name}?", 1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
+    """Each implementation of the ledger's store in turn: the congruence suites run on both."""
+    if request.param == "sqlite":
+        store = SqliteLedgerStore(tmp_path / "usage.sqlite")
+        yield store
+        store.close()
+        return
+    pool = open_pool(request.getfixturevalue("postgres_url"))
+    yield PostgresLedgerStore(pool)
+    pool.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The usage ledger's sums, the daily budget's switch to the cheap tier and its 429, and the accounting
-of an abandoned stream, on the real pipeline with scripted LLMs (generation itself is not under test)."""
+of an abandoned stream, on the real pipeline with scripted LLMs (generation itself is not under test),
+each against both ledger stores (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from rag.pipeline import QueryPipeline
 from rag.settings import Settings
 from rag.tokens import count_tokens
 from rag.types import Answer, Chunk, Passage, Retrieval
-from rag.usage.ledger import UsageLedger
+from rag.usage.ledger import LedgerStore, UsageLedger
 from retrieval.tokenize import tokenize
 from tests.test_router import CONTEXT, ScriptedLLM
 
@@ -39,9 +40,11 @@ class RetrieverWithReference:
         return Retrieval((Passage(chunk, 1.0),), reference_passages=reference, rerank_tokens=123)
 
 
-def make(tmp_path: Path, cheap_reply: str = "Rollo", **overrides) -> tuple[QueryPipeline, UsageLedger, Clock, dict]:
+def make(
+    store: LedgerStore, tmp_path: Path, cheap_reply: str = "Rollo", **overrides
+) -> tuple[QueryPipeline, UsageLedger, Clock, dict]:
     clock = Clock()
-    ledger = UsageLedger(clock=clock)
+    ledger = UsageLedger(store, clock=clock)
     settings = Settings(data_dir=tmp_path, cache_enabled=False, **overrides)
     llms = {"cheap": ScriptedLLM("cheap-model", cheap_reply), "strong": ScriptedLLM("strong-model", "Rollo of Normandy")}
     router = CascadeRouter(RoutingParams(min_support=1.0), tokenize)
@@ -49,8 +52,8 @@ def make(tmp_path: Path, cheap_reply: str = "Rollo", **overrides) -> tuple[Query
     return pipeline, ledger, clock, llms
 
 
-def test_the_ledger_is_the_sum_of_the_usage_blocks(tmp_path: Path) -> None:
-    pipeline, ledger, _, _ = make(tmp_path, cheap_reply="William")  # unsupported: escalates
+def test_the_ledger_is_the_sum_of_the_usage_blocks(tmp_path: Path, ledger_store: LedgerStore) -> None:
+    pipeline, ledger, _, _ = make(ledger_store, tmp_path, cheap_reply="William")  # unsupported: escalates
     answers = [pipeline.answer(q, tenant) for q, tenant in [("Who led them?", "a"), ("Who?", "a"), ("Who led?", "b")]]
     total = ledger.totals()
     assert total.queries == 3 and total.escalations == 3 and total.cache_hits == 0
@@ -69,16 +72,16 @@ def test_the_ledger_is_the_sum_of_the_usage_blocks(tmp_path: Path) -> None:
     assert total.saved_usd == pytest.approx(sum(a.usage.saved_usd for a in answers))
 
 
-def test_a_cheap_answer_is_saved_by_routing_and_trim(tmp_path: Path) -> None:
-    pipeline, ledger, _, llms = make(tmp_path)
+def test_a_cheap_answer_is_saved_by_routing_and_trim(tmp_path: Path, ledger_store: LedgerStore) -> None:
+    pipeline, ledger, _, llms = make(ledger_store, tmp_path)
     answer = pipeline.answer("Who led the Norse raiders?", "a")
     assert answer.usage.saved_by == ("trim", "routing") and llms["strong"].calls == 0
     assert ledger.totals().saved_by == {"trim": 1, "routing": 1}
 
 
-def test_near_the_budget_only_the_cheap_tier_answers_and_past_it_queries_are_refused(tmp_path: Path) -> None:
+def test_near_the_budget_only_the_cheap_tier_answers_and_past_it_queries_are_refused(tmp_path: Path, ledger_store: LedgerStore) -> None:
     limit = 0.003  # about ten escalated answers
-    pipeline, ledger, clock, llms = make(tmp_path, cheap_reply="William", budget_usd_per_day=limit)
+    pipeline, ledger, clock, llms = make(ledger_store, tmp_path, cheap_reply="William", budget_usd_per_day=limit)
     first = pipeline.answer("Who led them?", "a")
     assert first.route.escalated  # under 80% of the limit: the cascade escalates as usual
     while ledger.spent_today("a") < 0.8 * limit:
@@ -98,8 +101,8 @@ def test_near_the_budget_only_the_cheap_tier_answers_and_past_it_queries_are_ref
     assert pipeline.answer("Who led them?", "a").route.escalated
 
 
-def test_an_abandoned_stream_still_counts_its_tokens(tmp_path: Path) -> None:
-    pipeline, ledger, _, _ = make(tmp_path, routing="fixed")
+def test_an_abandoned_stream_still_counts_its_tokens(tmp_path: Path, ledger_store: LedgerStore) -> None:
+    pipeline, ledger, _, _ = make(ledger_store, tmp_path, routing="fixed")
     stream = pipeline.answer_stream("Who led the Norse raiders?", "a")
     assert next(stream) == "Rollo "  # the strong tier's first piece, streamed as generated
     stream.close()
@@ -110,8 +113,8 @@ def test_an_abandoned_stream_still_counts_its_tokens(tmp_path: Path) -> None:
     assert total.tiers["strong"].calls == 1
 
 
-def test_a_whole_stream_ends_with_the_answer_and_counts_once(tmp_path: Path) -> None:
-    pipeline, ledger, _, _ = make(tmp_path, routing="fixed")
+def test_a_whole_stream_ends_with_the_answer_and_counts_once(tmp_path: Path, ledger_store: LedgerStore) -> None:
+    pipeline, ledger, _, _ = make(ledger_store, tmp_path, routing="fixed")
     events = list(pipeline.answer_stream("Who led the Norse raiders?", "a"))
     pieces, final = events[:-1], events[-1]
     assert isinstance(final, Answer) and "".join(pieces).strip() == final.answer == "Rollo of Normandy"
@@ -119,8 +122,8 @@ def test_a_whole_stream_ends_with_the_answer_and_counts_once(tmp_path: Path) -> 
     assert ledger.totals().prompt_tokens == final.usage.prompt_tokens
 
 
-def test_prometheus_text_has_one_sample_per_tenant_and_tier(tmp_path: Path) -> None:
-    pipeline, ledger, _, _ = make(tmp_path, cheap_reply="William")
+def test_prometheus_text_has_one_sample_per_tenant_and_tier(tmp_path: Path, ledger_store: LedgerStore) -> None:
+    pipeline, ledger, _, _ = make(ledger_store, tmp_path, cheap_reply="William")
     pipeline.answer("Who led them?", 'te"nant')
     text = prometheus_text(ledger.tenants())
     assert '# TYPE rag_queries_total counter' in text

@@ -1,4 +1,5 @@
-"""/v1/usage and /metrics: the caller's tenant's totals since start, as JSON and as Prometheus text."""
+"""/v1/usage and /metrics: the caller's tenant's totals since the ledger began, as JSON and as Prometheus
+text."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ router = APIRouter(tags=["usage"])
 
 def _own(service: Service, tenant: str) -> dict[str, UsageTotals]:
     """A tenant sees its own counters only."""
-    totals = service.ledger.tenants().get(tenant)
+    totals = service.ledger.tenant(tenant)
     return {tenant: totals} if totals is not None else {}
 
 

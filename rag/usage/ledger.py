@@ -1,19 +1,20 @@
-"""The usage ledger: what every answer cost and saved, summed since start, overall and per tenant, and
-the per-tenant daily budget that reads from it.
+"""The usage ledger: what every answer cost and saved, overall and per tenant, and the per-tenant daily
+budget that reads from it.
 
 It adds up the usage blocks the pipeline returns (``rag.types.Usage``) and counts nothing of its own,
-so ``GET /v1/usage`` and ``/metrics`` always equal the sum of the responses.
+so ``GET /v1/usage`` and ``/metrics`` always equal the sum of the responses. The sums live in a
+``LedgerStore`` (SQLite in the data dir, or PostgreSQL in server mode) as counters per tenant and UTC
+hour, written before the answer is returned: a restart, a crash or another worker sees the same totals
+and the same day's spend.
 """
 
 from __future__ import annotations
 
-import copy
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from rag.errors import BudgetExceeded
 from rag.types import Usage
@@ -68,40 +69,106 @@ class UsageTotals:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def counters(self) -> dict[str, float]:
+        """The non-zero sums as flat counters: ``queries``, ``saved_by.trim``, ``tier.strong.calls``, …"""
+        flat: dict[str, float] = {name: getattr(self, name) for name in _SCALARS}
+        flat.update({f"saved_by.{reason}": n for reason, n in self.saved_by.items()})
+        for name, tier in self.tiers.items():
+            flat.update({f"tier.{name}.{f.name}": getattr(tier, f.name) for f in fields(TierTotals)})
+        return {metric: value for metric, value in flat.items() if value}
 
-def _utc_day(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
+    @classmethod
+    def from_counters(cls, counters: Mapping[str, float]) -> UsageTotals:
+        totals = cls()
+        for metric, value in counters.items():
+            if metric in _SCALARS:
+                setattr(totals, metric, _typed(metric, value))
+            elif metric.startswith("saved_by."):
+                totals.saved_by[metric.removeprefix("saved_by.")] = round(value)
+            elif metric.startswith("tier."):
+                name, _, attribute = metric.removeprefix("tier.").rpartition(".")
+                tier = totals.tiers.setdefault(name, TierTotals())
+                setattr(tier, attribute, _typed(attribute, value))
+        return totals
+
+
+_SCALARS = tuple(f.name for f in fields(UsageTotals) if f.name not in ("saved_by", "tiers"))
+
+
+def _typed(attribute: str, value: float) -> float | int:
+    """Counters are stored as doubles (exact for integers below 2**53); integer fields read back as int."""
+    return value if attribute.endswith("usd") else round(value)
+
+
+SECONDS_PER_HOUR = 3600
+HOURS_PER_DAY = 24
+
+
+class LedgerStore(Protocol):
+    """Where the ledger's counters live: summed per (tenant, UTC hour, metric), added to atomically."""
+
+    def add(self, tenant: str, hour: int, counters: Mapping[str, float]) -> None:
+        """Add ``counters`` to the tenant's hour, all or nothing, durably before returning."""
+        ...
+
+    def sums(self, tenant: str | None = None) -> dict[str, dict[str, float]]:
+        """tenant (only ``tenant`` when given) → metric → sum over every hour."""
+        ...
+
+    def metric_sum(self, tenant: str, metric: str, first_hour: int, end_hour: int) -> float:
+        """The tenant's ``metric`` summed over hours ``first_hour`` ≤ hour < ``end_hour``."""
+        ...
+
+    def started_at(self, now: float) -> float:
+        """When this ledger began counting (``now`` on its very first use)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def by_tenant(rows: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float]]:
+    """(tenant, metric, sum) rows as tenant → metric → sum: what ``LedgerStore.sums`` returns."""
+    out: dict[str, dict[str, float]] = {}
+    for tenant, metric, value in rows:
+        out.setdefault(tenant, {})[metric] = value
+    return out
 
 
 class UsageLedger:
-    """Thread-safe totals since the process started; the daily spend per tenant resets at 00:00 UTC."""
+    """Totals since the ledger began, overall and per tenant; the daily spend per tenant resets at 00:00
+    UTC. Thread-safe and process-safe as far as its store is."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: LedgerStore, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
         self._clock = clock
-        self._lock = threading.Lock()
-        self._total = UsageTotals()
-        self._tenants: dict[str, UsageTotals] = {}
-        self._spent: dict[tuple[str, str], float] = {}  # (tenant, UTC day) → USD
-        self.started_at = clock()
+        self.started_at = store.started_at(clock())
 
     def record(self, tenant: str, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool = False) -> None:
-        with self._lock:
-            self._total.add(usage, cache_hit, escalated, aborted)
-            self._tenants.setdefault(tenant, UsageTotals()).add(usage, cache_hit, escalated, aborted)
-            key = (tenant, _utc_day(self._clock()))
-            self._spent[key] = self._spent.get(key, 0.0) + usage.cost_usd
+        delta = UsageTotals()
+        delta.add(usage, cache_hit, escalated, aborted)
+        self._store.add(tenant, int(self._clock() // SECONDS_PER_HOUR), delta.counters())
 
     def totals(self) -> UsageTotals:
-        with self._lock:
-            return copy.deepcopy(self._total)
+        overall: dict[str, float] = {}
+        for counters in self._store.sums().values():
+            for metric, value in counters.items():
+                overall[metric] = overall.get(metric, 0.0) + value
+        return UsageTotals.from_counters(overall)
 
     def tenants(self) -> dict[str, UsageTotals]:
-        with self._lock:
-            return copy.deepcopy(self._tenants)
+        return {tenant: UsageTotals.from_counters(counters) for tenant, counters in self._store.sums().items()}
+
+    def tenant(self, tenant: str) -> UsageTotals | None:
+        """The tenant's totals, or None before its first answer."""
+        counters = self._store.sums(tenant).get(tenant)
+        return UsageTotals.from_counters(counters) if counters else None
 
     def spent_today(self, tenant: str) -> float:
-        with self._lock:
-            return self._spent.get((tenant, _utc_day(self._clock())), 0.0)
+        first_hour = int(self._clock() // SECONDS_PER_HOUR) // HOURS_PER_DAY * HOURS_PER_DAY
+        return self._store.metric_sum(tenant, "cost_usd", first_hour, first_hour + HOURS_PER_DAY)
+
+    def close(self) -> None:
+        self._store.close()
 
     def day_resets_at(self) -> datetime:
         now = datetime.fromtimestamp(self._clock(), tz=UTC)
