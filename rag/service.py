@@ -108,11 +108,13 @@ class Service:
         )
         registry = SqliteRegistry(settings.data_dir / "registry.sqlite")
         dense = open_dense_store(
-            settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key
+            settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key, database
         )
         lexical = BM25Store(settings.data_dir / "bm25")
         graph = KnowledgeGraph(settings.data_dir / "graph.sqlite") if settings.kg_enabled else None
-        cache = open_answer_cache(settings, settings.data_dir, embedder.dim) if settings.cache_enabled else None
+        cache = None
+        if settings.cache_enabled:
+            cache = open_answer_cache(settings, settings.data_dir, embedder.dim, database)
         llms = {name: build_llm(tier, settings) for name, tier in settings.tiers.items()}
         indexer = Indexer(
             registry=registry,
@@ -219,10 +221,15 @@ def _ledger_store(settings: Settings, database: ConnectionPool | None) -> Ledger
     return SqliteLedgerStore(settings.data_dir / "usage.sqlite")
 
 
-def open_answer_cache(settings: Settings, directory: Path, dim: int) -> SemanticCache:
-    """The answer cache's entries and its question index under ``directory`` (or on the configured
-    Qdrant server). The eval harness opens a fresh one per run, so runs never share answers."""
-    index = open_dense_store(directory, CACHE_COLLECTION, dim, settings.qdrant_url, settings.qdrant_key)
+def open_answer_cache(
+    settings: Settings, directory: Path, dim: int, database: ConnectionPool | None = None
+) -> SemanticCache:
+    """The answer cache's entries under ``directory`` and its question index there (or on the configured
+    Qdrant server, or in the server-mode database). The eval harness opens a fresh one per run, so runs
+    never share answers."""
+    index = open_dense_store(
+        directory, CACHE_COLLECTION, dim, settings.qdrant_url, settings.qdrant_key, database
+    )
     return SemanticCache(
         directory / "cache.sqlite",
         index,

@@ -1,5 +1,6 @@
-"""One behavioural suite for every DenseStore: embedded edge, qdrant-client local mode, and a Qdrant server
-when RAG_TEST_QDRANT_URL (and optionally RAG_TEST_QDRANT_API_KEY) is set.
+"""One behavioural suite for every DenseStore: embedded edge, qdrant-client local mode, PostgreSQL + pgvector
+(server mode, on the test session's real PostgreSQL), and a Qdrant server when RAG_TEST_QDRANT_URL (and
+optionally RAG_TEST_QDRANT_API_KEY) is set.
 
 The edge store runs with indexing and full-scan thresholds lowered so that a few thousand points already
 sit in HNSW segments: otherwise edge would brute-force them and the agreement test would prove nothing.
@@ -19,7 +20,9 @@ from qdrant_client import QdrantClient
 
 from indexing.stores.base import DenseStore
 from indexing.stores.dense_edge import EdgeDenseStore, HnswParams
+from indexing.stores.dense_pgvector import PgVectorDenseStore
 from indexing.stores.dense_qdrant import QdrantDenseStore
+from rag.database.pool import open_pool
 from rag.errors import StoreError
 from rag.types import Chunk
 from tests.conftest import DATASETS, load_jsonl
@@ -39,6 +42,7 @@ Opener = Callable[..., DenseStore]
     params=[
         "edge",
         "qdrant-local",
+        "pgvector",
         pytest.param(
             "qdrant-server",
             marks=pytest.mark.skipif(SERVER_URL is None, reason="RAG_TEST_QDRANT_URL is not set"),
@@ -49,12 +53,15 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
     """``open_store(dim)`` opens the same store location each call, so a test can close and reopen it."""
     collection = f"test_dense_{uuid.uuid4().hex}"
     opened: list[DenseStore] = []
+    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "pgvector" else None
 
     def open_(dim: int = DIM) -> DenseStore:
         if request.param == "edge":
             store: DenseStore = EdgeDenseStore(tmp_path / "edge", dim, EDGE_TEST_HNSW)
         elif request.param == "qdrant-local":
             store = QdrantDenseStore(QdrantClient(path=str(tmp_path / "qdrant")), collection, dim)
+        elif pool is not None:
+            store = PgVectorDenseStore(pool, collection, dim)
         else:
             client = QdrantClient(url=SERVER_URL, api_key=os.environ.get("RAG_TEST_QDRANT_API_KEY"))
             store = QdrantDenseStore(client, collection, dim)
@@ -64,6 +71,8 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
     yield open_
     for store in opened:
         store.close()
+    if pool is not None:
+        pool.close()
     if request.param == "qdrant-server":
         with QdrantClient(url=SERVER_URL, api_key=os.environ.get("RAG_TEST_QDRANT_API_KEY")) as client:
             client.delete_collection(collection)

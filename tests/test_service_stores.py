@@ -1,7 +1,9 @@
-"""The indexer against the real stores: rollback on failure, recovery after a crash, restart, one owner."""
+"""The indexer against the real stores: rollback on failure, recovery after a crash, restart, one owner;
+each in the embedded mode and in server mode (the stores that live in PostgreSQL there, on a real one)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from indexing.indexer import Upload, indexed_text
 from rag.errors import StoreError
 from rag.service import Service
+from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
 from tests.conftest import make_settings
 
@@ -21,9 +24,19 @@ def counts(service: Service) -> tuple[int, int, int]:
     return service.dense.count(), service.lexical.count(), service.registry.count_chunks()
 
 
+SettingsFor = Callable[..., Settings]
+
+
+@pytest.fixture(params=["embedded", "server"])
+def settings_for(request: pytest.FixtureRequest) -> SettingsFor:
+    """``settings_for(data_dir, **overrides)``: the mode's settings; server mode gets a fresh database."""
+    database = {"database_url": request.getfixturevalue("postgres_url")} if request.param == "server" else {}
+    return lambda data_dir, **overrides: make_settings(data_dir, **database, **overrides)
+
+
 @pytest.fixture()
-def service(tmp_path: Path):
-    opened = Service.open(make_settings(tmp_path / "data"))
+def service(tmp_path: Path, settings_for: SettingsFor):
+    opened = Service.open(settings_for(tmp_path / "data"))
     yield opened
     opened.close()
 
@@ -55,8 +68,8 @@ def test_a_failed_write_is_rolled_back_from_every_store(service: Service) -> Non
     assert service.indexer.add(DOC, DEFAULT_TENANT).status == "indexed"
 
 
-def test_a_crash_mid_write_is_purged_at_the_next_start(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
+def test_a_crash_mid_write_is_purged_at_the_next_start(tmp_path: Path, settings_for: SettingsFor) -> None:
+    settings = settings_for(tmp_path / "data")
     service = Service.open(settings)
     indexer = service.indexer
     prepared = indexer._prepare(DOC, DEFAULT_TENANT)
@@ -75,8 +88,8 @@ def test_a_crash_mid_write_is_purged_at_the_next_start(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_everything_survives_a_restart(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path / "data")
+def test_everything_survives_a_restart(tmp_path: Path, settings_for: SettingsFor) -> None:
+    settings = settings_for(tmp_path / "data")
     service = Service.open(settings)
     record = service.indexer.add(DOC, DEFAULT_TENANT).document
     service.indexer.add(OTHER, DEFAULT_TENANT)
@@ -99,12 +112,12 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_a_data_dir_indexed_without_the_graph_gets_one_at_the_next_start(tmp_path: Path) -> None:
-    service = Service.open(make_settings(tmp_path / "data", kg_enabled=False))
+def test_a_data_dir_indexed_without_the_graph_gets_one_at_the_next_start(tmp_path: Path, settings_for: SettingsFor) -> None:
+    service = Service.open(settings_for(tmp_path / "data", kg_enabled=False))
     service.indexer.add(DOC, DEFAULT_TENANT)
     assert service.graph is None
     service.close()
-    reopened = Service.open(make_settings(tmp_path / "data"))
+    reopened = Service.open(settings_for(tmp_path / "data"))
     try:
         assert reopened.graph.count() > 0
         assert [e.name for e in reopened.graph.entities(DEFAULT_TENANT, "norman")][:1] == ["normans"]
