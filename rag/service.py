@@ -29,6 +29,7 @@ from rag.cache.semantic import SemanticCache
 from rag.cache.verifier import load_verifier
 from rag.database.pool import open_pool
 from rag.database.schema import require_current
+from rag.database.sql import PostgresSql
 from rag.errors import StoreError
 from rag.generation.evidence import PairScorer
 from rag.generation.llm.base import LLM
@@ -37,8 +38,7 @@ from rag.generation.router import NO_SCORE_CHECK, CascadeRouter, load_routing, w
 from rag.pipeline import QueryPipeline, Retriever
 from rag.settings import Settings
 from rag.usage.ledger import LedgerStore, UsageLedger
-from rag.usage.ledger_postgres import PostgresLedgerStore
-from rag.usage.ledger_sqlite import SqliteLedgerStore
+from rag.usage.ledger_store import SqlLedgerStore
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
 from retrieval.rerank import OnnxCrossEncoder, Reranker
@@ -217,8 +217,8 @@ class Service:
 
 def _ledger_store(settings: Settings, database: ConnectionPool | None) -> LedgerStore:
     if database is not None:
-        return PostgresLedgerStore(database)
-    return SqliteLedgerStore(settings.data_dir / "usage.sqlite")
+        return SqlLedgerStore(PostgresSql(database))
+    return SqlLedgerStore.embedded(settings.data_dir / "usage.sqlite")
 
 
 def open_answer_cache(

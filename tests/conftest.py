@@ -17,12 +17,12 @@ import pytest
 import uvicorn
 
 from rag.database.pool import open_pool
+from rag.database.sql import PostgresSql
 from rag.keys import KEYS_FILE, KeyStore, bearer_headers
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
 from rag.usage.ledger import LedgerStore
-from rag.usage.ledger_postgres import PostgresLedgerStore
-from rag.usage.ledger_sqlite import SqliteLedgerStore
+from rag.usage.ledger_store import SqlLedgerStore
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = (REPO.parent / "shared" / "datasets").resolve()
@@ -131,12 +131,12 @@ def fresh_database(server_url: str) -> str:
 def ledger_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
     """Each implementation of the ledger's store in turn: the congruence suites run on both."""
     if request.param == "sqlite":
-        store = SqliteLedgerStore(tmp_path / "usage.sqlite")
+        store = SqlLedgerStore.embedded(tmp_path / "usage.sqlite")
         yield store
         store.close()
         return
     pool = open_pool(request.getfixturevalue("postgres_url"))
-    yield PostgresLedgerStore(pool)
+    yield SqlLedgerStore(PostgresSql(pool))
     pool.close()
 
 

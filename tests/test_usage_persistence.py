@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from rag.database.pool import open_pool
+from rag.database.sql import PostgresSql
 from rag.types import TierUsage, Usage
 from rag.usage.accounting import total_usage
 from rag.usage.ledger import LedgerStore, UsageLedger
-from rag.usage.ledger_postgres import PostgresLedgerStore
-from rag.usage.ledger_sqlite import SqliteLedgerStore
+from rag.usage.ledger_store import SqlLedgerStore
 from tests.conftest import REPO, LiveServer, make_settings
 
 HOUR = 3600.0
@@ -30,9 +30,10 @@ def _usage(prompt_tokens: int = 100, cost: float = 0.001) -> Usage:
 
 def _reopen(store: LedgerStore, tmp_path: Path) -> LedgerStore:
     """The same ledger as a new process sees it (closing a SQLite store twice is harmless)."""
-    if isinstance(store, SqliteLedgerStore):
+    path = tmp_path / "usage.sqlite"
+    if path.exists():
         store.close()
-        return SqliteLedgerStore(tmp_path / "usage.sqlite")
+        return SqlLedgerStore.embedded(path)
     return store  # PostgreSQL: every call already reads the database, not this process
 
 
@@ -55,19 +56,19 @@ def test_a_reopened_ledger_reads_the_same_totals_and_the_same_days_spend(
 
 
 WRITER = """
-import sys, time
-from rag.usage.accounting import total_usage
+import sys
 from rag.types import TierUsage
+from rag.usage.accounting import total_usage
 from rag.usage.ledger import UsageLedger
+from rag.usage.ledger_store import SqlLedgerStore
 kind, where = sys.argv[1], sys.argv[2]
 if kind == "sqlite":
     from pathlib import Path
-    from rag.usage.ledger_sqlite import SqliteLedgerStore
-    store = SqliteLedgerStore(Path(where))
+    store = SqlLedgerStore.embedded(Path(where))
 else:
     from rag.database.pool import open_pool
-    from rag.usage.ledger_postgres import PostgresLedgerStore
-    store = PostgresLedgerStore(open_pool(where))
+    from rag.database.sql import PostgresSql
+    store = SqlLedgerStore(PostgresSql(open_pool(where)))
 ledger = UsageLedger(store)
 n = 0
 while True:
@@ -96,7 +97,7 @@ def test_sigkill_loses_no_acknowledged_answer(kind: str, tmp_path: Path, request
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)
     pool = open_pool(where) if kind == "postgres" else None
-    store = SqliteLedgerStore(Path(where)) if pool is None else PostgresLedgerStore(pool)
+    store = SqlLedgerStore.embedded(Path(where)) if pool is None else SqlLedgerStore(PostgresSql(pool))
     try:
         queries = UsageLedger(store).totals().queries
     finally:
@@ -110,7 +111,7 @@ def test_sigkill_loses_no_acknowledged_answer(kind: str, tmp_path: Path, request
 def _record_many(url: str, answers: int) -> None:
     pool = open_pool(url, max_size=2)
     try:
-        ledger = UsageLedger(PostgresLedgerStore(pool))
+        ledger = UsageLedger(SqlLedgerStore(PostgresSql(pool)))
         for _ in range(answers):
             ledger.record("a", _usage(), cache_hit=False, escalated=False)
     finally:
@@ -122,7 +123,7 @@ def test_workers_on_one_database_count_into_one_total_and_one_budget(postgres_ur
         list(workers.map(_record_many, [postgres_url] * 3, [150] * 3))  # concurrent upserts on the same rows
     pool = open_pool(postgres_url)
     try:
-        ledger = UsageLedger(PostgresLedgerStore(pool))
+        ledger = UsageLedger(SqlLedgerStore(PostgresSql(pool)))
         assert ledger.totals().queries == 450
         assert ledger.spent_today("a") == pytest.approx(0.45)
         # another worker's budget check sees that spend: past a 0.40 USD limit it refuses

@@ -1,0 +1,131 @@
+"""One SQL surface over SQLite (embedded) and PostgreSQL (server mode), so that a store is written once.
+
+Stores write their SQL with ``?`` placeholders and portable syntax (``ON CONFLICT … DO UPDATE``, ``IN``
+lists, joins); ``PostgresSql`` turns the placeholders into psycopg's ``%s``. The embedded backend keeps
+the house's SQLite shape: one connection serialized by a lock, WAL, ``synchronous=FULL``.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from rag.sqlite_util import transaction
+
+Params = Sequence[object]
+
+
+class SqlWriter(Protocol):
+    """What a store may do inside a transaction."""
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; the rows it changed."""
+        ...
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple]: ...
+
+
+class Sql(Protocol):
+    def transaction(self) -> Iterator[SqlWriter]:
+        """A context manager: everything written in it commits together, or not at all."""
+        ...
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple]: ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteWriter:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple]:
+        return self._conn.execute(sql, params).fetchall()
+
+
+class SqliteSql:
+    """A SQLite file with ``schema`` applied (``CREATE … IF NOT EXISTS``: the embedded stores' schemas are
+    additive and need no migration tool)."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: what a store acknowledged must survive a power cut, not only a process crash.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(schema)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlWriter]:
+        with self._lock, transaction(self._conn) as conn:
+            yield _SqliteWriter(conn)
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def _psycopg(sql: str) -> str:
+    """``?`` placeholders as psycopg's ``%s`` (the stores' SQL holds no other ``?`` and no ``%``)."""
+    return _PLACEHOLDER.sub("%s", sql)
+
+
+class _PostgresWriter:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._conn.execute(_psycopg(sql), params).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            with self._conn.cursor() as cursor:
+                cursor.executemany(_psycopg(sql), rows)
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple]:
+        return self._conn.execute(_psycopg(sql), params).fetchall()
+
+
+class PostgresSql:
+    """The server-mode database, through the service's pool (which the service closes); the schema
+    comes from the migrations."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlWriter]:
+        with self._pool.connection() as conn, conn.transaction():
+            yield _PostgresWriter(conn)
+
+    def query(self, sql: str, params: Params = ()) -> list[tuple]:
+        with self._pool.connection() as conn:
+            return conn.execute(_psycopg(sql), params).fetchall()
+
+    def close(self) -> None:
+        """The pool is the service's."""
