@@ -1,4 +1,4 @@
-"""Document registry: which documents exist, their chunks, and their indexing state (SQLite, WAL).
+"""Document registry: which documents exist, their chunks, and their indexing state (SQLite or PostgreSQL).
 
 A document is ``pending`` while its chunks are written to the other stores and ``indexed`` once all of
 them are durable; only ``indexed`` documents are visible. A ``pending`` or ``deleting`` row found at
@@ -7,14 +7,11 @@ start-up is the trace of an interrupted write, and the indexer purges it from ev
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from rag.sqlite_util import transaction
+from rag.database.sql import Sql, SqliteSql
 from rag.types import Chunk, DocumentRecord
 
 PENDING, INDEXED, DELETING = "pending", "indexed", "deleting"
@@ -82,28 +79,21 @@ class DocumentRegistry(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteRegistry:
-    """The embedded registry. One connection, serialized by a lock; WAL keeps readers off the writer."""
+class SqlRegistry:
+    """The registry in SQL: ``registry.sqlite`` in the data dir (embedded), or the server-mode database
+    (the same tables, from ``rag/database/migrations``)."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: an acknowledged upload must survive a power cut, not only a process crash.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, transaction(self._conn) as conn:
-            yield conn
+    @classmethod
+    def embedded(cls, path: Path) -> SqlRegistry:
+        return cls(SqliteSql(path, _SCHEMA))
 
     def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
         """Record a document as pending, with its chunks, before any other store is written."""
-        with self._transaction() as conn:
-            conn.execute(
+        with self._sql.transaction() as sql:
+            sql.execute(
                 f"INSERT INTO documents ({_DOC_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
@@ -117,7 +107,7 @@ class SqliteRegistry:
                     PENDING,
                 ),
             )
-            conn.executemany(
+            sql.executemany(
                 f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (c.id, c.document_id, c.tenant, c.index, c.text, c.start, c.end, c.title, c.token_count,
@@ -127,8 +117,8 @@ class SqliteRegistry:
             )
 
     def _set_state(self, document_id: str, state: str) -> None:
-        with self._transaction() as conn:
-            conn.execute("UPDATE documents SET state = ? WHERE id = ?", (state, document_id))
+        with self._sql.transaction() as sql:
+            sql.execute("UPDATE documents SET state = ? WHERE id = ?", (state, document_id))
 
     def commit(self, document_id: str) -> None:
         self._set_state(document_id, INDEXED)
@@ -137,16 +127,12 @@ class SqliteRegistry:
         self._set_state(document_id, DELETING)
 
     def remove(self, document_id: str) -> None:
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
-            conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
-
-    def _query(self, sql: str, params: Sequence[object]) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        with self._sql.transaction() as sql:
+            sql.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+            sql.execute("DELETE FROM documents WHERE id = ?", (document_id,))
 
     def get(self, tenant: str, document_id: str) -> DocumentRecord | None:
-        rows = self._query(
+        rows = self._sql.query(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE id = ? AND tenant = ? AND state = ?",
             (document_id, tenant, INDEXED),
         )
@@ -154,14 +140,14 @@ class SqliteRegistry:
 
     def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str] | None:
         """The document with these bytes in any state, with its state."""
-        rows = self._query(
+        rows = self._sql.query(
             f"SELECT {_DOC_COLUMNS}, state FROM documents WHERE tenant = ? AND content_hash = ?",
             (tenant, content_hash),
         )
         return (DocumentRecord(*rows[0][:-1]), rows[0][-1]) if rows else None
 
     def list(self, tenant: str) -> list[DocumentRecord]:
-        rows = self._query(
+        rows = self._sql.query(
             f"SELECT {_DOC_COLUMNS} FROM documents WHERE tenant = ? AND state = ? ORDER BY created_at, name",
             (tenant, INDEXED),
         )
@@ -176,7 +162,7 @@ class SqliteRegistry:
 
     def _chunk_batch(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         marks = ",".join("?" * len(chunk_ids))
-        rows = self._query(
+        rows = self._sql.query(
             f"SELECT {', '.join('c.' + col for col in _CHUNK_COLUMNS.split(', '))} FROM chunks c "
             f"JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}) AND d.state = ?",
             (*chunk_ids, INDEXED),
@@ -190,30 +176,30 @@ class SqliteRegistry:
         }
 
     def count_chunks(self, tenant: str | None = None) -> int:
-        sql = "SELECT COUNT(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.state = ?"
+        statement = "SELECT COUNT(*) FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.state = ?"
         params: tuple = (INDEXED,)
         if tenant is not None:
-            sql += " AND c.tenant = ?"
+            statement += " AND c.tenant = ?"
             params += (tenant,)
-        return self._query(sql, params)[0][0]
+        return self._sql.query(statement, params)[0][0]
 
     def chunk_ids(self, tenant: str | None = None, document_id: str | None = None) -> list[str]:
         """Ids of every chunk row, whatever its document's state: for consistency checks and benchmarks."""
         filters = {"tenant": tenant, "document_id": document_id}
         where = " AND ".join(f"{column} = ?" for column, value in filters.items() if value is not None)
-        sql = "SELECT id FROM chunks" + (f" WHERE {where}" if where else "") + " ORDER BY document_id, idx"
-        return [row[0] for row in self._query(sql, [v for v in filters.values() if v is not None])]
+        statement = "SELECT id FROM chunks" + (f" WHERE {where}" if where else "") + " ORDER BY document_id, idx"
+        return [row[0] for row in self._sql.query(statement, [v for v in filters.values() if v is not None])]
 
     def unfinished(self) -> list[tuple[str, str]]:
         """(tenant, document id) of every write that did not finish."""
         return [
             (row[0], row[1])
-            for row in self._query("SELECT tenant, id FROM documents WHERE state != ?", (INDEXED,))
+            for row in self._sql.query("SELECT tenant, id FROM documents WHERE state != ?", (INDEXED,))
         ]
 
     def census(self) -> dict[tuple[str, str], tuple[str, int]]:
         """(tenant, document id) → (state, chunk rows) of every document: what the stores must agree with."""
-        rows = self._query(
+        rows = self._sql.query(
             "SELECT d.tenant, d.id, d.state, COUNT(c.id) FROM documents d LEFT JOIN chunks c"
             " ON c.document_id = d.id GROUP BY d.id",
             (),
@@ -221,5 +207,4 @@ class SqliteRegistry:
         return {(tenant, document_id): (state, chunks) for tenant, document_id, state, chunks in rows}
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._sql.close()

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 from indexing.chunking import Chunker
 from indexing.embedding import BatchedQueryEmbedder, Embedder, SentenceTransformerEmbedder
 from indexing.indexer import Indexer
-from indexing.registry import SqliteRegistry
+from indexing.registry import SqlRegistry
 from indexing.stores.base import DenseStore, LexicalStore
 from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
@@ -75,7 +75,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
 @dataclass
 class Service:
     settings: Settings
-    registry: SqliteRegistry
+    registry: SqlRegistry
     dense: DenseStore
     lexical: LexicalStore
     graph: KnowledgeGraph | None
@@ -106,7 +106,11 @@ class Service:
         embedder = SentenceTransformerEmbedder(
             settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
         )
-        registry = SqliteRegistry(settings.data_dir / "registry.sqlite")
+        registry = (
+            SqlRegistry(PostgresSql(database))
+            if database is not None
+            else SqlRegistry.embedded(settings.data_dir / "registry.sqlite")
+        )
         dense = open_dense_store(
             settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key, database
         )
@@ -252,7 +256,7 @@ def _retriever(
     embedder: Embedder,
     dense: DenseStore,
     lexical: LexicalStore,
-    registry: SqliteRegistry,
+    registry: SqlRegistry,
     reranker: Reranker,
     graph: KnowledgeGraph | None,
 ) -> HybridRetriever:
