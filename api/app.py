@@ -12,7 +12,7 @@ from api.limits import DeclaredBodyLimit, upload_body_limit
 from api.routers import documents, graph, health, query, usage
 from api.schemas import ErrorResponse
 from rag import __version__
-from rag.keys import KEYS_FILE, Authenticator, KeyStore
+from rag.keys import Authenticator
 from rag.service import Service
 from rag.settings import Settings, get_settings
 
@@ -23,15 +23,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = Service.open(settings)
-        keys = KeyStore(settings.data_dir / KEYS_FILE) if settings.auth == "api_keys" else None
         try:
             service.warm_up(generation=settings.warm_generation)
             app.state.service = service
-            app.state.authenticator = Authenticator(keys, settings.api_keys) if keys else None
+            app.state.authenticator = Authenticator(service.keys, settings.api_keys) if service.keys else None
             yield
         finally:
-            if keys:
-                keys.close()
             service.close()
 
     app = FastAPI(

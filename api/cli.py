@@ -18,7 +18,7 @@ from tqdm import tqdm
 from indexing.indexer import IngestOutcome, Upload
 from indexing.loaders import MEDIA_TYPES
 from rag.errors import RagError
-from rag.keys import KEYS_FILE, KeyStore, bearer_headers, ensure_first_key
+from rag.keys import KeyStore, bearer_headers, ensure_first_key, open_key_store
 from rag.settings import Settings, get_settings
 from rag.types import DEFAULT_TENANT
 
@@ -95,7 +95,7 @@ def serve(
     if settings.auth == "off":
         typer.secho("auth is off (development mode): every caller is the default tenant", fg=typer.colors.YELLOW)
     else:
-        store = KeyStore(settings.data_dir / KEYS_FILE)
+        store = open_key_store(settings.data_dir, settings.database_url)
         first = ensure_first_key(store, settings.api_keys, DEFAULT_TENANT)
         store.close()
         if first:
@@ -236,7 +236,8 @@ app.add_typer(keys_app, name="keys")
 
 
 def _key_store() -> KeyStore:
-    return KeyStore(get_settings().data_dir / KEYS_FILE)
+    settings = get_settings()
+    return open_key_store(settings.data_dir, settings.database_url)
 
 
 @keys_app.command("create")

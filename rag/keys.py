@@ -1,9 +1,10 @@
 """API keys: who is calling, as which tenant.
 
-A key is 256 random bits shown once; only its SHA-256 digest is stored (keys.sqlite in the data dir,
-or given hashed-in-memory from configuration). A fast digest is enough for keys of this entropy: there
-is nothing to brute-force that a slow hash would protect. The store is SQLite in WAL mode, so
-`rag keys create` may add a key while the service runs, and the service sees it on the next request.
+A key is 256 random bits shown once; only its SHA-256 digest is stored (keys.sqlite in the data dir, the
+server-mode database, or given hashed-in-memory from configuration). A fast digest is enough for keys
+of this entropy: there is nothing to brute-force that a slow hash would protect. The store is read on
+every request, so `rag keys create` may add a key while the service runs (SQLite in WAL mode, or
+PostgreSQL), and every worker sees it on the next request.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import hmac
 import os
 import re
 import secrets
-import sqlite3
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from rag.database.pool import open_pool
+from rag.database.schema import require_current
+from rag.database.sql import PostgresSql, Sql, SqliteSql
 from rag.errors import InvalidRequest, Unauthorized
-from rag.sqlite_util import transaction
 from rag.types import utc_now
 
 KEY_PREFIX = "rag_"
@@ -63,48 +64,53 @@ class KeyInfo:
 
 
 class KeyStore:
-    """The persisted keys of one data dir."""
+    """The persisted keys: of one data dir, or of the server-mode database."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
+
+    @classmethod
+    def embedded(cls, path: Path) -> KeyStore:
+        return cls(SqliteSql(path, _SCHEMA))
 
     def create(self, tenant: str) -> str:
         """A new key for the tenant; the only time the key exists in clear."""
         check_tenant_name(tenant)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        with self._lock, transaction(self._db):
-            self._db.execute(
+        with self._sql.transaction() as sql:
+            sql.execute(
                 "INSERT INTO api_keys (digest, tenant, label, created_at) VALUES (?, ?, ?, ?)",
                 (digest(key), tenant, key[: len(KEY_PREFIX) + 6], utc_now()),
             )
         return key
 
     def tenant_of(self, key_digest: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT tenant FROM api_keys WHERE digest = ?", (key_digest,)).fetchone()
-        return row[0] if row else None
+        rows = self._sql.query("SELECT tenant FROM api_keys WHERE digest = ?", (key_digest,))
+        return rows[0][0] if rows else None
 
     def list(self) -> list[KeyInfo]:
-        with self._lock:
-            rows = self._db.execute("SELECT tenant, label, created_at FROM api_keys ORDER BY created_at").fetchall()
+        rows = self._sql.query("SELECT tenant, label, created_at FROM api_keys ORDER BY created_at")
         return [KeyInfo(*row) for row in rows]
 
     def revoke(self, label: str) -> int:
         """Remove the keys whose label (the key's first characters) is given; returns how many."""
-        with self._lock, transaction(self._db):
-            return self._db.execute("DELETE FROM api_keys WHERE label = ?", (label,)).rowcount
+        with self._sql.transaction() as sql:
+            return sql.execute("DELETE FROM api_keys WHERE label = ?", (label,))
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0]
+        return self._sql.query("SELECT COUNT(*) FROM api_keys")[0][0]
 
     def close(self) -> None:
-        self._db.close()
+        self._sql.close()
+
+
+def open_key_store(data_dir: Path, database_url: str | None) -> KeyStore:
+    """The keys a command-line tool or a test reads beside a running service: in the data dir, or in the
+    server-mode database through a small pool of its own."""
+    if not database_url:
+        return KeyStore.embedded(data_dir / KEYS_FILE)
+    require_current(database_url)
+    return KeyStore(PostgresSql(open_pool(database_url, max_size=1), owns_pool=True))
 
 
 class Authenticator:

@@ -35,6 +35,7 @@ from rag.generation.evidence import PairScorer
 from rag.generation.llm.base import LLM
 from rag.generation.llm.factory import build_llm
 from rag.generation.router import NO_SCORE_CHECK, CascadeRouter, load_routing, with_overrides
+from rag.keys import KEYS_FILE, KeyStore
 from rag.pipeline import QueryPipeline, Retriever
 from rag.settings import Settings
 from rag.usage.ledger import LedgerStore, UsageLedger
@@ -86,6 +87,8 @@ class Service:
     cache: SemanticCache | None
     llms: dict[str, LLM]
     ledger: UsageLedger
+    # The API keys the service checks (None when auth is off).
+    keys: KeyStore | None
     indexer: Indexer
     retriever: HybridRetriever
     pipeline: QueryPipeline
@@ -138,6 +141,7 @@ class Service:
             query_embedder = BatchedQueryEmbedder(embedder, settings.batch_max_size, settings.batch_max_wait_ms)
         retriever = _retriever(settings, query_embedder, dense, lexical, registry, reranker, graph)
         ledger = UsageLedger(_ledger_store(settings, database))
+        keys = _key_store(settings, database) if settings.auth == "api_keys" else None
         service = cls(
             settings=settings,
             registry=registry,
@@ -150,6 +154,7 @@ class Service:
             cache=cache,
             llms=llms,
             ledger=ledger,
+            keys=keys,
             indexer=indexer,
             retriever=retriever,
             pipeline=QueryPipeline(
@@ -214,9 +219,15 @@ class Service:
             self.graph.close()
         self.registry.close()
         self.ledger.close()
+        if self.keys is not None:
+            self.keys.close()
         if self._database is not None:
             self._database.close()
         self._lock_handle.close()
+
+
+def _key_store(settings: Settings, database: ConnectionPool | None) -> KeyStore:
+    return KeyStore(PostgresSql(database)) if database is not None else KeyStore.embedded(settings.data_dir / KEYS_FILE)
 
 
 def _ledger_store(settings: Settings, database: ConnectionPool | None) -> LedgerStore:

@@ -18,7 +18,7 @@ import uvicorn
 
 from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
-from rag.keys import KEYS_FILE, KeyStore, bearer_headers
+from rag.keys import bearer_headers, open_key_store
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
 from rag.usage.ledger import LedgerStore
@@ -57,7 +57,7 @@ class LiveServer:
     def __init__(self, settings: Settings) -> None:
         from api.app import create_app
 
-        self._keys = KeyStore(settings.data_dir / KEYS_FILE) if settings.auth == "api_keys" else None
+        self._keys = open_key_store(settings.data_dir, settings.database_url) if settings.auth == "api_keys" else None
         self.key = self.key_for(DEFAULT_TENANT) if self._keys else None
         self.auth_headers = bearer_headers(self.key) if self.key else {}
         self.app = create_app(settings)

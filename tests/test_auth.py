@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from rag.errors import InvalidRequest, Unauthorized
-from rag.keys import KEYS_FILE, Authenticator, KeyStore, digest, ensure_first_key
+from rag.keys import KEYS_FILE, Authenticator, KeyStore, digest, ensure_first_key, open_key_store
 from tests.conftest import MODEL_DIR, REPO, LiveServer
 
 RAG = str(Path(sys.executable).with_name("rag"))
@@ -34,7 +35,7 @@ QUESTION = "In which city is the headquarters of Harbor Logistics?"
 
 
 def test_a_key_is_stored_only_as_its_digest_and_maps_to_its_tenant(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / KEYS_FILE)
+    store = KeyStore.embedded(tmp_path / KEYS_FILE)
     key = store.create("acme")
     assert store.tenant_of(digest(key)) == "acme" and store.tenant_of(digest(key + "x")) is None
     store.close()
@@ -43,8 +44,17 @@ def test_a_key_is_stored_only_as_its_digest_and_maps_to_its_tenant(tmp_path: Pat
     assert key not in dump and key[10:] not in dump  # neither the key nor its secret part is kept
 
 
-def test_authenticator_takes_configured_and_stored_keys_and_refuses_the_rest(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / KEYS_FILE)
+@pytest.fixture(params=["sqlite", "postgres"])
+def key_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
+    """The key store on each backend: the same tests run on both."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    store = open_key_store(tmp_path, url)
+    yield store
+    store.close()
+
+
+def test_authenticator_takes_configured_and_stored_keys_and_refuses_the_rest(key_store: KeyStore) -> None:
+    store = key_store
     stored = store.create("beta")
     auth = Authenticator(store, {"alpha": SecretStr("configured-secret")})
     assert auth.tenant_for("configured-secret") == "alpha"
@@ -60,11 +70,11 @@ def test_authenticator_takes_configured_and_stored_keys_and_refuses_the_rest(tmp
 @pytest.mark.parametrize("name", ["", "a b", "../etc", "x" * 65, "-lead", "tenant\n"])
 def test_tenant_names_are_checked(tmp_path: Path, name: str) -> None:
     with pytest.raises(InvalidRequest):
-        KeyStore(tmp_path / KEYS_FILE).create(name)
+        KeyStore.embedded(tmp_path / KEYS_FILE).create(name)
 
 
-def test_the_first_start_creates_one_key_and_only_when_there_is_none(tmp_path: Path) -> None:
-    store = KeyStore(tmp_path / KEYS_FILE)
+def test_the_first_start_creates_one_key_and_only_when_there_is_none(key_store: KeyStore) -> None:
+    store = key_store
     assert ensure_first_key(store, {"ops": SecretStr("k")}, "default") is None  # configured keys suffice
     first = ensure_first_key(store, {}, "default")
     assert first and store.tenant_of(digest(first)) == "default"
@@ -78,7 +88,7 @@ def test_rag_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("rag_") and " " not in key
-    store = KeyStore(tmp_path / KEYS_FILE)
+    store = KeyStore.embedded(tmp_path / KEYS_FILE)
     assert store.tenant_of(digest(key)) == "acme"
     listed = run("keys", "list").stdout
     assert "acme" in listed and key not in listed

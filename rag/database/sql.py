@@ -65,7 +65,8 @@ class SqliteSql:
 
     def __init__(self, path: Path, schema: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # timeout: another process (the CLI beside a running service) may hold the write lock briefly
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._conn.execute("PRAGMA journal_mode=WAL")
         # FULL: what a store acknowledged must survive a power cut, not only a process crash.
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -112,11 +113,13 @@ class _PostgresWriter:
 
 
 class PostgresSql:
-    """The server-mode database, through the service's pool (which the service closes); the schema
-    comes from the migrations."""
+    """The server-mode database through a pool; the schema comes from the migrations. The pool is
+    usually the service's, which closes it; ``owns_pool`` makes ``close`` close it (a command-line
+    tool's own small pool)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, owns_pool: bool = False) -> None:
         self._pool = pool
+        self._owns_pool = owns_pool
 
     @contextmanager
     def transaction(self) -> Iterator[SqlWriter]:
@@ -128,4 +131,5 @@ class PostgresSql:
             return conn.execute(_psycopg(sql), params).fetchall()
 
     def close(self) -> None:
-        """The pool is the service's."""
+        if self._owns_pool:
+            self._pool.close()
