@@ -30,7 +30,7 @@ from tqdm import tqdm
 from evals.bench import percentile
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_factory import open_dense_store
-from rag.cache.semantic import CachedAnswer, SemanticCache, decide
+from rag.cache.semantic import CachedAnswer, SemanticCache, decide, embedded_entries
 from rag.cache.verifier import load_verifier
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
@@ -137,7 +137,7 @@ def populated(
     with tempfile.TemporaryDirectory(prefix="rag-cache-eval-") as tmp:
         index = open_dense_store(Path(tmp), "answer_cache", embedder.dim, None, None)
         cache = SemanticCache(
-            Path(tmp) / "cache.sqlite", index, threshold, max_entries=10**7, verifier=load_verifier()
+            embedded_entries(Path(tmp) / "cache.sqlite"), index, threshold, max_entries=10**7, verifier=load_verifier()
         )
         try:
             entries = fill + [p["q1"] for p in pairs]

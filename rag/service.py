@@ -25,7 +25,7 @@ from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
 from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
-from rag.cache.semantic import SemanticCache
+from rag.cache.semantic import SemanticCache, embedded_entries
 from rag.cache.verifier import load_verifier
 from rag.database.pool import open_pool
 from rag.database.schema import require_current
@@ -239,14 +239,15 @@ def _ledger_store(settings: Settings, database: ConnectionPool | None) -> Ledger
 def open_answer_cache(
     settings: Settings, directory: Path, dim: int, database: ConnectionPool | None = None
 ) -> SemanticCache:
-    """The answer cache's entries under ``directory`` and its question index there (or on the configured
-    Qdrant server, or in the server-mode database). The eval harness opens a fresh one per run, so runs
+    """The answer cache's entries and question index under ``directory``, or in the server-mode database
+    (the index on the configured Qdrant server when there is one). The eval harness opens a fresh one per run, so runs
     never share answers."""
     index = open_dense_store(
         directory, CACHE_COLLECTION, dim, settings.qdrant_url, settings.qdrant_key, database
     )
+    entries = PostgresSql(database) if database is not None else embedded_entries(directory / "cache.sqlite")
     return SemanticCache(
-        directory / "cache.sqlite",
+        entries,
         index,
         settings.cache_threshold,
         settings.cache_ttl_seconds,

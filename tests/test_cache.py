@@ -9,9 +9,12 @@ import pytest
 
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_edge import EdgeDenseStore
+from indexing.stores.dense_pgvector import PgVectorDenseStore
 from rag.cache.guard import hard_guard, same_question, signature
-from rag.cache.semantic import CachedAnswer, SemanticCache, decide, normalize
+from rag.cache.semantic import CachedAnswer, SemanticCache, decide, embedded_entries, normalize
 from rag.cache.verifier import load_verifier
+from rag.database.pool import open_pool
+from rag.database.sql import PostgresSql
 from rag.types import Citation
 
 
@@ -137,12 +140,17 @@ class Clock:
         return self.now
 
 
-@pytest.fixture()
-def cache_parts(tmp_path: Path, embedder: SentenceTransformerEmbedder):
-    index = EdgeDenseStore(tmp_path / "vectors", embedder.dim)
+@pytest.fixture(params=["embedded", "postgres"])
+def cache_parts(request: pytest.FixtureRequest, tmp_path: Path, embedder: SentenceTransformerEmbedder):
+    """The cache on each backend: SQLite entries and an edge index, or PostgreSQL entries and pgvector."""
+    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "postgres" else None
+    if pool is None:
+        entries, index = embedded_entries(tmp_path / "cache.sqlite"), EdgeDenseStore(tmp_path / "vectors", embedder.dim)
+    else:
+        entries, index = PostgresSql(pool), PgVectorDenseStore(pool, "answer_cache", embedder.dim)
     clock = Clock()
     cache = SemanticCache(
-        tmp_path / "cache.sqlite",
+        entries,
         index,
         threshold=0.85,
         ttl_seconds=100,
@@ -152,6 +160,8 @@ def cache_parts(tmp_path: Path, embedder: SentenceTransformerEmbedder):
     )
     yield cache, index, clock, embedder
     cache.close()
+    if pool is not None:
+        pool.close()
 
 
 def answer(text: str, *documents: str) -> CachedAnswer:

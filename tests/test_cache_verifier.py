@@ -12,7 +12,7 @@ import pytest
 from indexing.embedding import SentenceTransformerEmbedder
 from indexing.stores.dense_edge import EdgeDenseStore
 from rag.cache.guard import hard_guard
-from rag.cache.semantic import CachedAnswer, SemanticCache, decide
+from rag.cache.semantic import CachedAnswer, SemanticCache, decide, embedded_entries
 from rag.cache.verifier import FEATURES, VERIFIER_FILE, Verifier, features, load_verifier, rarity
 from rag.settings import Settings
 
@@ -176,7 +176,7 @@ def test_the_verifier_decides_between_the_threshold_and_a_hit() -> None:
 def test_two_cached_questions_equally_near_are_ambiguous(tmp_path: Path, embedder) -> None:
     verifier = load_verifier()
     cache = SemanticCache(
-        tmp_path / "c.sqlite", EdgeDenseStore(tmp_path / "v", embedder.dim), threshold=0.8, verifier=verifier
+        embedded_entries(tmp_path / "c.sqlite"), EdgeDenseStore(tmp_path / "v", embedder.dim), threshold=0.8, verifier=verifier
     )
     try:
         base = embedder.embed_query("How do I reset my password?")

@@ -5,17 +5,17 @@ question's embedding in a vector collection (any ``DenseStore``: embedded by def
 when configured), where the nearest candidate above the similarity threshold must also pass the hard
 guard of ``rag.cache.guard`` (numbers, negation, name order) and the learned verifier of
 ``rag.cache.verifier`` (its probability over the fitted threshold), and must not be ambiguous (another
-cached question within the verifier's margin of it). Entries live in SQLite, keyed by tenant, with the
+cached question within the verifier's margin of it). Entries are kept per tenant, with the
 documents their answer cited: deleting a document drops every entry that cited it, and an answer that
 found nothing in the documents ("I don't know") is dropped when documents are added. A TTL and a size
-bound (least recently used first) keep the cache honest and small.
+bound (least recently used first) keep the cache honest and small. The entries are SQL: a SQLite file
+in the data dir, or the server-mode database (the same tables, from ``rag/database/migrations``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import threading
 import time
 import unicodedata
@@ -29,21 +29,32 @@ import numpy as np
 
 from rag.cache.guard import Verdict, hard_guard, same_question
 from rag.cache.verifier import Verifier
+from rag.database.sql import Sql, SqliteSql
 from rag.types import Chunk, Citation, ScoredId
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS entries (
-        id TEXT PRIMARY KEY, tenant TEXT NOT NULL, question TEXT NOT NULL, normalized TEXT NOT NULL,
-        answer TEXT NOT NULL, citations TEXT NOT NULL, abstained INTEGER NOT NULL,
-        created_at REAL NOT NULL, used_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0)""",
-    "CREATE INDEX IF NOT EXISTS entries_normalized ON entries (tenant, normalized)",
-    "CREATE INDEX IF NOT EXISTS entries_used ON entries (used_at)",
-    "CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at)",  # the TTL sweep on each lookup
-    """CREATE TABLE IF NOT EXISTS cited (
-        entry_id TEXT NOT NULL, tenant TEXT NOT NULL, document_id TEXT NOT NULL,
-        PRIMARY KEY (entry_id, document_id))""",
-    "CREATE INDEX IF NOT EXISTS cited_document ON cited (tenant, document_id)",
-)
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, question TEXT NOT NULL, normalized TEXT NOT NULL,
+    answer TEXT NOT NULL, citations TEXT NOT NULL, abstained INTEGER NOT NULL,
+    created_at REAL NOT NULL, used_at REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0,
+    reference_cost_usd REAL);
+CREATE INDEX IF NOT EXISTS entries_normalized ON entries (tenant, normalized);
+CREATE INDEX IF NOT EXISTS entries_used ON entries (used_at);
+CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at); -- the TTL sweep on each lookup
+CREATE TABLE IF NOT EXISTS cited (
+    entry_id TEXT NOT NULL, tenant TEXT NOT NULL, document_id TEXT NOT NULL,
+    PRIMARY KEY (entry_id, document_id));
+CREATE INDEX IF NOT EXISTS cited_document ON cited (tenant, document_id);
+"""
+
+
+def embedded_entries(path: Path) -> Sql:
+    """The entries' SQLite file, brought up to date."""
+    sql = SqliteSql(path, _SQLITE_SCHEMA)
+    if "reference_cost_usd" not in {row[1] for row in sql.query("PRAGMA table_info(entries)")}:
+        with sql.transaction() as writer:  # a cache written before the column existed
+            writer.execute("ALTER TABLE entries ADD COLUMN reference_cost_usd REAL")
+    return sql
 _TRAILING = re.compile(r"[\s?!.。？！]+$")
 _SPACES = re.compile(r"\s+")
 
@@ -145,7 +156,7 @@ class Candidate:
 class SemanticCache:
     def __init__(
         self,
-        path: Path,
+        entries: Sql,
         index: VectorIndex,
         threshold: float,
         ttl_seconds: float | None = None,
@@ -164,15 +175,10 @@ class SemanticCache:
         self._max_entries = max_entries
         self._clock = clock
         self.verifier = verifier
+        # Serializes this process's read-modify-write sequences (lookup and its hit count, store and its
+        # twins); each SQL transaction is atomic on its own for other processes.
         self._lock = threading.RLock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
-        if "reference_cost_usd" not in columns:  # a cache written before the column existed
-            self._conn.execute("ALTER TABLE entries ADD COLUMN reference_cost_usd REAL")
+        self._sql = entries
 
     # -- lookup -------------------------------------------------------------------------------------
 
@@ -190,11 +196,12 @@ class SemanticCache:
         threshold = self.threshold if threshold is None else threshold
         with self._lock:
             self._expire()
-            row = self._conn.execute(
+            rows = self._sql.query(
                 "SELECT id, question FROM entries WHERE tenant = ? AND normalized = ? ORDER BY used_at DESC LIMIT 1",
                 (tenant, normalize(question)),
-            ).fetchone()
-            if row:
+            )
+            if rows:
+                row = rows[0]
                 return self._hit(row[0], row[1], 1.0, "the same question")
             margin = self.verifier.ambiguity_margin if self.verifier is not None else 0.0
             nearest = self._candidates(tenant, vector, 2 if margin > 0 else 1)
@@ -232,20 +239,19 @@ class SemanticCache:
             return []
         placeholders = ",".join("?" * len(hits))
         rows = dict(
-            self._conn.execute(
+            self._sql.query(
                 f"SELECT id, question FROM entries WHERE tenant = ? AND id IN ({placeholders})",
                 (tenant, *[h.chunk_id for h in hits]),
-            ).fetchall()
+            )
         )
         return [Candidate(h.chunk_id, rows[h.chunk_id], h.score) for h in hits if h.chunk_id in rows]
 
     def _hit(self, entry_id: str, cached_question: str, similarity: float, reason: str) -> CacheLookup:
-        answer, citations, reference = self._conn.execute(
-            "SELECT answer, citations, reference_cost_usd FROM entries WHERE id = ?", (entry_id,)
-        ).fetchone()
-        self._conn.execute(
-            "UPDATE entries SET used_at = ?, hits = hits + 1 WHERE id = ?", (self._clock(), entry_id)
-        )
+        with self._sql.transaction() as sql:
+            [(answer, citations, reference)] = sql.query(
+                "SELECT answer, citations, reference_cost_usd FROM entries WHERE id = ?", (entry_id,)
+            )
+            sql.execute("UPDATE entries SET used_at = ?, hits = hits + 1 WHERE id = ?", (self._clock(), entry_id))
         cached = CachedAnswer(answer, tuple(Citation(**c) for c in json.loads(citations)), reference)
         return CacheLookup(True, similarity, reason, entry_id, cached_question, cached)
 
@@ -290,19 +296,16 @@ class SemanticCache:
             twins = [
                 r[0]
                 for key in set(keys)
-                for r in self._conn.execute(
-                    "SELECT id FROM entries WHERE tenant = ? AND normalized = ?", (tenant, key)
-                )
+                for r in self._sql.query("SELECT id FROM entries WHERE tenant = ? AND normalized = ?", (tenant, key))
             ]
             self._remove(tenant, twins)
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
+            with self._sql.transaction() as sql:  # the vectors are written inside: a failure keeps neither
+                sql.executemany(
                     "INSERT INTO entries (id, tenant, question, normalized, answer, citations, abstained, "
                     "created_at, used_at, reference_cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [rows[i] for i in kept],
                 )
-                self._conn.executemany(
+                sql.executemany(
                     "INSERT INTO cited (entry_id, tenant, document_id) VALUES (?, ?, ?)",
                     [c for i in kept for c in cited[i]],
                 )
@@ -311,10 +314,6 @@ class SemanticCache:
                         [_entry_chunk(rows[i][0], tenant) for i in kept],
                         np.array([np.asarray(items[i][1], dtype=np.float32).reshape(-1) for i in kept]),
                     )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
             self._evict()
         return [rows[seen[key]][0] for key in keys]
 
@@ -324,7 +323,7 @@ class SemanticCache:
             ids = [
                 row[0]
                 for document_id in document_ids
-                for row in self._conn.execute(
+                for row in self._sql.query(
                     "SELECT entry_id FROM cited WHERE tenant = ? AND document_id = ?", (tenant, document_id)
                 )
             ]
@@ -336,43 +335,31 @@ class SemanticCache:
     def documents_added(self, tenant: str) -> int:
         """New documents may hold what an "I don't know" answer lacked: drop those answers."""
         with self._lock:
-            ids = [
-                r[0]
-                for r in self._conn.execute(
-                    "SELECT id FROM entries WHERE tenant = ? AND abstained = 1", (tenant,)
-                )
-            ]
+            ids = [r[0] for r in self._sql.query("SELECT id FROM entries WHERE tenant = ? AND abstained = 1", (tenant,))]
             return self._remove(tenant, ids)
 
     def count(self, tenant: str | None = None) -> int:
-        with self._lock:
-            if tenant is None:
-                return self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-            return self._conn.execute("SELECT COUNT(*) FROM entries WHERE tenant = ?", (tenant,)).fetchone()[
-                0
-            ]
+        if tenant is None:
+            return self._sql.query("SELECT COUNT(*) FROM entries")[0][0]
+        return self._sql.query("SELECT COUNT(*) FROM entries WHERE tenant = ?", (tenant,))[0][0]
 
     def close(self) -> None:
         """Closes the entries and the question index: the cache owns the index it was given."""
         with self._lock:
-            self._conn.close()
+            self._sql.close()
             self._index.close()
 
     def _expire(self) -> None:
         if self._ttl is None:
             return
-        rows = self._conn.execute(
-            "SELECT tenant, id FROM entries WHERE created_at < ?", (self._clock() - self._ttl,)
-        ).fetchall()
+        rows = self._sql.query("SELECT tenant, id FROM entries WHERE created_at < ?", (self._clock() - self._ttl,))
         for tenant, entry_id in rows:
             self._remove(tenant, [entry_id])
 
     def _evict(self) -> None:
         excess = self.count() - self._max_entries
         if excess > 0:
-            rows = self._conn.execute(
-                "SELECT tenant, id FROM entries ORDER BY used_at LIMIT ?", (excess,)
-            ).fetchall()
+            rows = self._sql.query("SELECT tenant, id FROM entries ORDER BY used_at LIMIT ?", (excess,))
             for tenant, entry_id in rows:
                 self._remove(tenant, [entry_id])
 
@@ -380,8 +367,9 @@ class SemanticCache:
         for entry_id in entry_ids:
             # The vector goes first: an entry without its vector is only unreachable, never wrong.
             self._index.delete_document(tenant, entry_id)
-            self._conn.execute("DELETE FROM cited WHERE entry_id = ?", (entry_id,))
-            self._conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+            with self._sql.transaction() as sql:
+                sql.execute("DELETE FROM cited WHERE entry_id = ?", (entry_id,))
+                sql.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         return len(entry_ids)
 
 
