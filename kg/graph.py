@@ -1,19 +1,20 @@
-"""The knowledge graph: SQLite holds every chunk's contributions, networkx holds their sum in memory.
+"""The knowledge graph: SQL holds every chunk's contributions, networkx holds their sum in memory.
 
 Each chunk's mentions and relations are rows keyed by the chunk, so deleting a document removes exactly
 its rows and subtracts exactly its counts from the in-memory graph; nothing is ever rebuilt except at
 start-up, when the rows are replayed. Node and edge attributes are counters (never "last writer wins"),
 which is what makes add-then-delete restore the graph exactly.
 
-Tenants never share a node: each has its own ``nx.Graph``. SQLite runs in WAL mode with
-``synchronous=FULL``, so ``add`` is durable when it returns. The in-memory graph assumes this process is
-the only writer of the database.
+Tenants never share a node: each has its own ``nx.Graph``. The rows are in ``graph.sqlite`` (WAL,
+``synchronous=FULL``) or in the server-mode database, so ``add`` is durable when it returns. Every write
+bumps the tenant's version in the same transaction; a reader whose graph of the tenant was built from
+another version (another worker wrote since) replays that tenant's rows first, so each worker sees
+every other worker's uploads and deletions before its next question.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,32 +24,33 @@ from pathlib import Path
 import networkx as nx
 
 from kg.extract import ChunkGraph, Mention, Relation, extract, normalize, title_key
+from rag.database.sql import Sql, SqliteSql, SqlWriter, count_rows, rows_per_document
 from rag.errors import NotFound
-from rag.sqlite_util import count_rows, rows_per_document, transaction
 from rag.types import Chunk
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS mentions (
-        tenant TEXT NOT NULL,
-        document_id TEXT NOT NULL,
-        chunk_id TEXT NOT NULL,
-        entity TEXT NOT NULL,
-        surface TEXT NOT NULL,
-        is_title INTEGER NOT NULL,
-        occurrences INTEGER NOT NULL,
-        PRIMARY KEY (tenant, chunk_id, entity, surface, is_title))""",
-    "CREATE INDEX IF NOT EXISTS mentions_by_document ON mentions (tenant, document_id)",
-    """CREATE TABLE IF NOT EXISTS edges (
-        seq INTEGER PRIMARY KEY,
-        tenant TEXT NOT NULL,
-        document_id TEXT NOT NULL,
-        chunk_id TEXT NOT NULL,
-        a TEXT NOT NULL,
-        b TEXT NOT NULL,
-        label TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS edges_by_chunk ON edges (tenant, chunk_id)",
-    "CREATE INDEX IF NOT EXISTS edges_by_document ON edges (tenant, document_id)",
-)
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mentions (
+    tenant TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    chunk_id TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    is_title INTEGER NOT NULL,
+    occurrences INTEGER NOT NULL,
+    PRIMARY KEY (tenant, chunk_id, entity, surface, is_title));
+CREATE INDEX IF NOT EXISTS mentions_by_document ON mentions (tenant, document_id);
+CREATE TABLE IF NOT EXISTS edges (
+    seq INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    chunk_id TEXT NOT NULL,
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    label TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS edges_by_chunk ON edges (tenant, chunk_id);
+CREATE INDEX IF NOT EXISTS edges_by_document ON edges (tenant, document_id);
+CREATE TABLE IF NOT EXISTS graph_versions (tenant TEXT PRIMARY KEY, version INTEGER NOT NULL);
+"""
 _MENTION_COLUMNS = "chunk_id, entity, surface, is_title, occurrences"
 _EDGE_COLUMNS = "chunk_id, a, b, label"
 _MAX_PARAMS = 900  # SQLite caps the parameters of one statement
@@ -194,19 +196,22 @@ class TenantGraph:
 class KnowledgeGraph:
     """Entities and their relations, per tenant, extracted at index time from chunks (no LLM)."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = Path(path)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        with self._transaction():
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
         self._tenants: dict[str, TenantGraph] = {}
+        self._versions: dict[str, int] = {}  # the stored version each tenant's graph was built from
         self._load()
+
+    @classmethod
+    def embedded(cls, path: Path) -> KnowledgeGraph:
+        sql = SqliteSql(Path(path), _SQLITE_SCHEMA)
+        with sql.transaction() as writer:  # a graph written before versions existed: its tenants at 1
+            writer.execute(
+                "INSERT INTO graph_versions (tenant, version) SELECT DISTINCT tenant, 1 FROM mentions"
+                " WHERE tenant NOT IN (SELECT tenant FROM graph_versions)"
+            )
+        return cls(sql)
 
     def add(self, chunks: Sequence[Chunk]) -> None:
         """Store the chunks' contributions durably, then add them in memory; a re-added chunk is replaced."""
@@ -214,45 +219,38 @@ class KnowledgeGraph:
         graphs = list({(c.tenant, c.id): extract(c) for c in chunks}.values())
         if not graphs:
             return
+        by_tenant = _group(graphs)
         with self._lock:
+            for tenant in by_tenant:
+                self._refresh(tenant)
             replaced: list[tuple[str, str, list[Mention], list[Relation]]] = []
-            with self._transaction():
-                for tenant, chunk_ids in _group(graphs).items():
+            with self._sql.transaction() as sql:
+                for tenant, chunk_ids in by_tenant.items():
                     present = self._tenants.get(tenant)
                     known = [c for c in chunk_ids if present is not None and c in present.chunk_entities]
-                    for chunk_id, (mentions, relations) in self._rows(tenant, "chunk_id", known).items():
+                    for chunk_id, (mentions, relations) in _rows(sql, tenant, "chunk_id", known).items():
                         replaced.append((tenant, chunk_id, mentions, relations))
-                    self._delete_rows(tenant, "chunk_id", known)
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO mentions (tenant, document_id, chunk_id, entity, surface,"
-                    " is_title, occurrences) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    _delete_rows(sql, tenant, "chunk_id", known)
+                sql.executemany(
+                    "INSERT INTO mentions (tenant, document_id, chunk_id, entity, surface, is_title, occurrences)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, chunk_id, entity, surface, is_title)"
+                    " DO UPDATE SET document_id = excluded.document_id, occurrences = excluded.occurrences",
                     [
-                        (
-                            g.tenant,
-                            g.document_id,
-                            g.chunk_id,
-                            m.key,
-                            m.surface,
-                            int(m.is_title),
-                            m.occurrences,
-                        )
+                        (g.tenant, g.document_id, g.chunk_id, m.key, m.surface, int(m.is_title), m.occurrences)
                         for g in graphs
                         for m in g.mentions
                     ],
                 )
-                self._conn.executemany(
-                    "INSERT INTO edges (tenant, document_id, chunk_id, a, b, label)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (g.tenant, g.document_id, g.chunk_id, r.a, r.b, r.label)
-                        for g in graphs
-                        for r in g.relations
-                    ],
+                sql.executemany(
+                    "INSERT INTO edges (tenant, document_id, chunk_id, a, b, label) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(g.tenant, g.document_id, g.chunk_id, r.a, r.b, r.label) for g in graphs for r in g.relations],
                 )
+                versions = {tenant: _bump(sql, tenant) for tenant in by_tenant}
             for tenant, chunk_id, mentions, relations in replaced:
                 self._tenants[tenant].remove_chunk(chunk_id, mentions, relations)
             for g in graphs:
                 self._tenant(g.tenant).add_chunk(g.chunk_id, g.mentions, g.relations)
+            self._advance(versions)
 
     def rows_expected(self, chunks: Sequence[Chunk]) -> int:
         return sum(len(extract(chunk).mentions) for chunk in chunks)
@@ -260,29 +258,32 @@ class KnowledgeGraph:
     def delete_document(self, tenant: str, document_id: str) -> int:
         """Remove exactly this document's contributions; returns the number of mention rows removed."""
         with self._lock:
-            with self._transaction():
-                rows = self._rows(tenant, "document_id", [document_id])
-                self._delete_rows(tenant, "document_id", [document_id])
+            self._refresh(tenant)
+            with self._sql.transaction() as sql:
+                rows = _rows(sql, tenant, "document_id", [document_id])
+                _delete_rows(sql, tenant, "document_id", [document_id])
+                version = _bump(sql, tenant)
             graph = self._tenants.get(tenant)
             for chunk_id, (mentions, relations) in rows.items():
                 if graph is not None:
                     graph.remove_chunk(chunk_id, mentions, relations)
+            self._advance({tenant: version})
             return sum(len(mentions) for mentions, _ in rows.values())
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
         """Mention rows: one per (chunk, entity, surface form, title or not)."""
-        with self._lock:
-            return count_rows(self._conn, "mentions", tenant, document_id)
+        return count_rows(self._sql, "mentions", tenant, document_id)
 
     def documents(self) -> dict[tuple[str, str], int]:
         """(tenant, document id) → mention rows."""
-        with self._lock:
-            return rows_per_document(self._conn, "mentions")
+        return rows_per_document(self._sql, "mentions")
 
     @contextlib.contextmanager
     def reading(self, tenant: str) -> Iterator[TenantGraph | None]:
-        """The tenant's graph (None if it has nothing), held still for the duration of the block."""
+        """The tenant's graph (None if it has nothing), up to date with the stored rows and held still
+        for the duration of the block."""
         with self._lock:
+            self._refresh(tenant)
             yield self._tenants.get(tenant)
 
     def snapshot(self, tenant: str) -> Snapshot:
@@ -323,7 +324,7 @@ class KnowledgeGraph:
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._sql.close()
 
     def _tenant(self, tenant: str) -> TenantGraph:
         graph = self._tenants.get(tenant)
@@ -333,53 +334,86 @@ class KnowledgeGraph:
 
     def _load(self) -> None:
         """Replay every stored contribution: the in-memory graph is a pure function of the rows."""
-        mentions: defaultdict[tuple[str, str], list[Mention]] = defaultdict(list)
-        relations: defaultdict[tuple[str, str], list[Relation]] = defaultdict(list)
         with self._lock:
-            for tenant, chunk_id, entity, surface, is_title, occurrences in self._conn.execute(
-                f"SELECT tenant, {_MENTION_COLUMNS} FROM mentions ORDER BY rowid"
-            ):
-                mentions[(tenant, chunk_id)].append(Mention(entity, surface, bool(is_title), occurrences))
-            for tenant, chunk_id, a, b, label in self._conn.execute(
-                f"SELECT tenant, {_EDGE_COLUMNS} FROM edges ORDER BY seq"
-            ):
-                relations[(tenant, chunk_id)].append(Relation(a, b, label))
-            for (tenant, chunk_id), chunk_mentions in mentions.items():
-                self._tenant(tenant).add_chunk(
-                    chunk_id, chunk_mentions, relations.get((tenant, chunk_id), ())
-                )
+            versions = dict(self._sql.query("SELECT tenant, version FROM graph_versions"))
+            for tenant in sorted(versions):
+                self._replay(tenant, versions[tenant])
 
-    def _rows(
-        self, tenant: str, column: str, values: Sequence[str]
-    ) -> dict[str, tuple[list[Mention], list[Relation]]]:
-        """Stored contributions, by chunk, of the chunks (``column="chunk_id"``) or documents given."""
-        rows: defaultdict[str, tuple[list[Mention], list[Relation]]] = defaultdict(lambda: ([], []))
-        for batch in _batches(values):
-            marks = ", ".join("?" * len(batch))
-            for chunk_id, entity, surface, is_title, occurrences in self._conn.execute(
-                f"SELECT {_MENTION_COLUMNS} FROM mentions WHERE tenant = ? AND {column} IN ({marks})",
-                (tenant, *batch),
-            ):
-                rows[chunk_id][0].append(Mention(entity, surface, bool(is_title), occurrences))
-            for chunk_id, a, b, label in self._conn.execute(
-                f"SELECT {_EDGE_COLUMNS} FROM edges WHERE tenant = ? AND {column} IN ({marks})",
-                (tenant, *batch),
-            ):
-                rows[chunk_id][1].append(Relation(a, b, label))
-        return dict(rows)
+    def _refresh(self, tenant: str) -> None:
+        """Replay the tenant's rows if another process wrote them since this graph was built."""
+        rows = self._sql.query("SELECT version FROM graph_versions WHERE tenant = ?", (tenant,))
+        stored = rows[0][0] if rows else 0
+        if stored != self._versions.get(tenant, 0):
+            self._replay(tenant, stored)
 
-    def _delete_rows(self, tenant: str, column: str, values: Sequence[str]) -> None:
-        for batch in _batches(values):
-            marks = ", ".join("?" * len(batch))
-            for table in ("mentions", "edges"):
-                self._conn.execute(
-                    f"DELETE FROM {table} WHERE tenant = ? AND {column} IN ({marks})", (tenant, *batch)
-                )
+    def _replay(self, tenant: str, version: int) -> None:
+        """The tenant's graph rebuilt from its rows (read in one transaction, so they match ``version``
+        or a later one; a later one only makes the next refresh replay again)."""
+        with self._sql.transaction() as sql:
+            [(version,)] = sql.query("SELECT COALESCE(MAX(version), 0) FROM graph_versions WHERE tenant = ?", (tenant,))
+            mentions: defaultdict[str, list[Mention]] = defaultdict(list)
+            relations: defaultdict[str, list[Relation]] = defaultdict(list)
+            for chunk_id, entity, surface, is_title, occurrences in sql.query(
+                f"SELECT {_MENTION_COLUMNS} FROM mentions WHERE tenant = ? ORDER BY chunk_id, entity, surface, is_title",
+                (tenant,),
+            ):
+                mentions[chunk_id].append(Mention(entity, surface, bool(is_title), occurrences))
+            for chunk_id, a, b, label in sql.query(
+                f"SELECT {_EDGE_COLUMNS} FROM edges WHERE tenant = ? ORDER BY seq", (tenant,)
+            ):
+                relations[chunk_id].append(Relation(a, b, label))
+        graph = TenantGraph()
+        for chunk_id, chunk_mentions in mentions.items():
+            graph.add_chunk(chunk_id, chunk_mentions, relations.get(chunk_id, ()))
+        if graph.chunk_entities:
+            self._tenants[tenant] = graph
+        else:
+            self._tenants.pop(tenant, None)
+        self._versions[tenant] = version
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, transaction(self._conn) as conn:
-            yield conn
+    def _advance(self, versions: dict[str, int]) -> None:
+        """After this process's own write: the graph in memory now matches ``version`` if it matched the
+        one before; if another process had written in between, the next read replays the tenant."""
+        for tenant, version in versions.items():
+            if self._versions.get(tenant, 0) == version - 1:
+                self._versions[tenant] = version
+
+
+def _bump(sql: SqlWriter, tenant: str) -> int:
+    """The tenant's graph version after this write."""
+    sql.execute(
+        "INSERT INTO graph_versions (tenant, version) VALUES (?, 1)"
+        " ON CONFLICT (tenant) DO UPDATE SET version = graph_versions.version + 1",
+        (tenant,),
+    )
+    return sql.query("SELECT version FROM graph_versions WHERE tenant = ?", (tenant,))[0][0]
+
+
+def _rows(
+    sql: SqlWriter, tenant: str, column: str, values: Sequence[str]
+) -> dict[str, tuple[list[Mention], list[Relation]]]:
+    """Stored contributions, by chunk, of the chunks (``column="chunk_id"``) or documents given."""
+    rows: defaultdict[str, tuple[list[Mention], list[Relation]]] = defaultdict(lambda: ([], []))
+    for batch in _batches(values):
+        marks = ", ".join("?" * len(batch))
+        for chunk_id, entity, surface, is_title, occurrences in sql.query(
+            f"SELECT {_MENTION_COLUMNS} FROM mentions WHERE tenant = ? AND {column} IN ({marks})",
+            (tenant, *batch),
+        ):
+            rows[chunk_id][0].append(Mention(entity, surface, bool(is_title), occurrences))
+        for chunk_id, a, b, label in sql.query(
+            f"SELECT {_EDGE_COLUMNS} FROM edges WHERE tenant = ? AND {column} IN ({marks}) ORDER BY seq",
+            (tenant, *batch),
+        ):
+            rows[chunk_id][1].append(Relation(a, b, label))
+    return dict(rows)
+
+
+def _delete_rows(sql: SqlWriter, tenant: str, column: str, values: Sequence[str]) -> None:
+    for batch in _batches(values):
+        marks = ", ".join("?" * len(batch))
+        for table in ("mentions", "edges"):
+            sql.execute(f"DELETE FROM {table} WHERE tenant = ? AND {column} IN ({marks})", (tenant, *batch))
 
 
 def _group(graphs: Sequence[ChunkGraph]) -> dict[str, list[str]]:

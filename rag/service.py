@@ -118,7 +118,13 @@ class Service:
             settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key, database
         )
         lexical = BM25Store(settings.data_dir / "bm25")
-        graph = KnowledgeGraph(settings.data_dir / "graph.sqlite") if settings.kg_enabled else None
+        graph = None
+        if settings.kg_enabled:
+            graph = (
+                KnowledgeGraph(PostgresSql(database))
+                if database is not None
+                else KnowledgeGraph.embedded(settings.data_dir / "graph.sqlite")
+            )
         cache = None
         if settings.cache_enabled:
             cache = open_answer_cache(settings, settings.data_dir, embedder.dim, database)

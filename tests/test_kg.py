@@ -3,7 +3,7 @@ multi-hop expansion over the whole HotpotQA DEV corpus."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +11,9 @@ import pytest
 
 from kg.expand import GraphExpander
 from kg.extract import MENTIONS_LABEL, extract, find_spans, normalize, title_key
-from kg.graph import KnowledgeGraph
+from kg.graph import KnowledgeGraph, TenantGraph
+from rag.database.pool import open_pool
+from rag.database.sql import PostgresSql
 from rag.errors import NotFound
 from rag.sentences import sentence_spans
 from rag.types import Chunk, ScoredId
@@ -61,7 +63,7 @@ def queries() -> list[dict]:
 def hotpot_graph(
     corpus: dict[str, dict], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KnowledgeGraph]:
-    graph = KnowledgeGraph(tmp_path_factory.mktemp("kg") / "kg.sqlite")
+    graph = KnowledgeGraph.embedded(tmp_path_factory.mktemp("kg") / "kg.sqlite")
     graph.add([make_chunk(doc) for doc in corpus.values()])
     yield graph
     graph.close()
@@ -138,11 +140,31 @@ def test_extract_links_the_title_to_every_name_and_labels_sentence_edges(corpus:
     assert not any(r.a == r.b for r in chunk_graph.relations)
 
 
-# --- graph: exact deletes, restart, tenants ------------------------------------------------------------
+# --- graph: exact deletes, restart, tenants, other workers' writes (on SQLite and on PostgreSQL) --------
+
+GraphOpener = Callable[[], KnowledgeGraph]
 
 
-def test_add_then_delete_leaves_the_graph_exactly_as_before(corpus: dict[str, dict], tmp_path: Path) -> None:
-    graph = KnowledgeGraph(tmp_path / "kg.sqlite")
+@pytest.fixture(params=["embedded", "postgres"])
+def open_graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphOpener]:
+    """``open_graph()`` opens the same graph store each call, as a restart or another worker would."""
+    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "postgres" else None
+    opened: list[KnowledgeGraph] = []
+
+    def open_() -> KnowledgeGraph:
+        graph = KnowledgeGraph(PostgresSql(pool)) if pool else KnowledgeGraph.embedded(tmp_path / "kg.sqlite")
+        opened.append(graph)
+        return graph
+
+    yield open_
+    for graph in opened:
+        graph.close()
+    if pool is not None:
+        pool.close()
+
+
+def test_add_then_delete_leaves_the_graph_exactly_as_before(corpus: dict[str, dict], open_graph: GraphOpener) -> None:
+    graph = open_graph()
     graph.add([make_chunk(corpus[KISS]), make_chunk(corpus["Meet Corliss Archer"])])
     before = graph.snapshot("t")
     mentions_before = graph.count("t")
@@ -168,12 +190,10 @@ def test_add_then_delete_leaves_the_graph_exactly_as_before(corpus: dict[str, di
     graph.delete_document("t", "Meet Corliss Archer")
     empty = graph.snapshot("t")
     assert (empty.nodes, empty.edges, empty.chunks) == ({}, {}, {})
-    graph.close()
 
 
-def test_graph_survives_a_restart(corpus: dict[str, dict], tmp_path: Path) -> None:
-    path = tmp_path / "kg.sqlite"
-    graph = KnowledgeGraph(path)
+def test_graph_survives_a_restart(corpus: dict[str, dict], open_graph: GraphOpener) -> None:
+    graph = open_graph()
     names = [KISS, TEMPLE, "Meet Corliss Archer", "A Kiss for Corliss", "Janet Waldo"]
     graph.add([make_chunk(corpus[name]) for name in names if name in corpus])
     graph.delete_document("t", "Janet Waldo")
@@ -181,14 +201,25 @@ def test_graph_survives_a_restart(corpus: dict[str, dict], tmp_path: Path) -> No
     snapshot = graph.snapshot("t")
     graph.close()
 
-    reopened = KnowledgeGraph(path)
+    reopened = open_graph()
     assert reopened.snapshot("t") == snapshot
     assert GraphExpander(reopened).expand("t", KISS_QUESTION, [KISS]) == expansion
-    reopened.close()
 
 
-def test_tenants_never_share_entities_or_chunks(corpus: dict[str, dict], tmp_path: Path) -> None:
-    graph = KnowledgeGraph(tmp_path / "kg.sqlite")
+def test_a_worker_sees_another_workers_additions_and_deletions(corpus: dict[str, dict], open_graph: GraphOpener) -> None:
+    first, second = open_graph(), open_graph()
+    first.add([make_chunk(corpus[KISS])])
+    assert second.snapshot("t") == first.snapshot("t") != TenantGraph().snapshot()
+    second.add(split_chunks(corpus[TEMPLE]))  # the shared nodes ("shirley temple") now count both
+    assert first.snapshot("t") == second.snapshot("t")
+    assert first.entities("t", "shirley temple")[0].chunk_ids == second.entities("t", "shirley temple")[0].chunk_ids
+    first.delete_document("t", TEMPLE)
+    assert second.snapshot("t") == first.snapshot("t")
+    assert TEMPLE not in {chunk.split("#")[0] for chunk in second.snapshot("t").chunks}
+
+
+def test_tenants_never_share_entities_or_chunks(corpus: dict[str, dict], open_graph: GraphOpener) -> None:
+    graph = open_graph()
     graph.add([make_chunk(corpus[KISS], tenant="a")])
     temple = make_chunk(corpus[TEMPLE], tenant="b")
     graph.add([Chunk("b-temple", TEMPLE, "b", 0, temple.text, 0, temple.end, TEMPLE, temple.token_count)])

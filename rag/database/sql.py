@@ -133,3 +133,17 @@ class PostgresSql:
     def close(self) -> None:
         if self._owns_pool:
             self._pool.close()
+
+
+def count_rows(sql: Sql, table: str, tenant: str | None, document_id: str | None) -> int:
+    """Rows of ``table`` (which has ``tenant`` and ``document_id`` columns), filtered by those given.
+    ``table`` is the caller's constant, never user input."""
+    given = {column: value for column, value in (("tenant", tenant), ("document_id", document_id)) if value is not None}
+    where = " WHERE " + " AND ".join(f"{column} = ?" for column in given) if given else ""
+    return sql.query(f"SELECT COUNT(*) FROM {table}{where}", list(given.values()))[0][0]
+
+
+def rows_per_document(sql: Sql, table: str) -> dict[tuple[str, str], int]:
+    """(tenant, document id) → rows of ``table``: what a consistency check compares across stores."""
+    rows = sql.query(f"SELECT tenant, document_id, COUNT(*) FROM {table} GROUP BY tenant, document_id")
+    return {(tenant, document_id): count for tenant, document_id, count in rows}
