@@ -117,7 +117,8 @@ class Service:
         dense = open_dense_store(
             settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key, database
         )
-        lexical = BM25Store(settings.data_dir / "bm25")
+        # In server mode the rows are shared; the index derived from them is saved in this worker's data dir.
+        lexical = BM25Store(settings.data_dir / "bm25", sql=PostgresSql(database) if database is not None else None)
         graph = None
         if settings.kg_enabled:
             graph = (

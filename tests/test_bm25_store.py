@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import bm25s
@@ -14,6 +15,8 @@ from rank_bm25 import BM25Okapi
 
 from indexing.stores.base import LexicalStore
 from indexing.stores.bm25 import BM25Store
+from rag.database.pool import open_pool
+from rag.database.sql import PostgresSql, Sql
 from rag.types import Chunk
 from retrieval.tokenize import tokenize
 from tests.conftest import DATASETS, REPO, load_jsonl
@@ -39,9 +42,21 @@ def scifact_slice() -> tuple[list[str], list[str], list[str]]:
     return ids, texts, [q["question"] for q in claims]
 
 
+@pytest.fixture(params=["embedded", "postgres"])
+def rows(request: pytest.FixtureRequest) -> Iterator[Sql | None]:
+    """Where the store's rows live: None = its own SQLite file, or a fresh PostgreSQL database (server
+    mode). The same tests, the rank-bm25 oracle's included, run on both."""
+    if request.param == "embedded":
+        yield None
+        return
+    pool = open_pool(request.getfixturevalue("postgres_url"))
+    yield PostgresSql(pool)
+    pool.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> BM25Store:
-    s = BM25Store(tmp_path / "lexical")
+def store(tmp_path: Path, rows: Sql | None) -> BM25Store:
+    s = BM25Store(tmp_path / "lexical", sql=rows)
     yield s
     s.close()
 
@@ -49,14 +64,14 @@ def store(tmp_path: Path) -> BM25Store:
 # --- (a) reference oracles ---------------------------------------------------------------------------
 
 
-def test_matches_rank_bm25_okapi_exactly(tmp_path: Path, scifact_slice) -> None:
+def test_matches_rank_bm25_okapi_exactly(tmp_path: Path, scifact_slice, rows: Sql | None) -> None:
     """bm25s "atire" term frequency is Okapi's tf*(k1+1)/(tf+k1*(1-b+b*dl/avgdl)); bm25s "robertson" idf is
     Okapi's log((N-df+0.5)/(df+0.5)), floored at 0 where it would be negative (df > N/2). rank_bm25's
     BM25Okapi floors those at epsilon * mean idf instead, so with epsilon=0 the two are the same function.
     (Plain bm25s "robertson" drops the (k1+1) factor; "lucene" uses log(1 + ...) idf, which no rank_bm25
     class has.)"""
     ids, texts, claims = scifact_slice
-    store = BM25Store(tmp_path, method="atire", idf_method="robertson", k1=1.2, b=0.75)
+    store = BM25Store(tmp_path, sql=rows, method="atire", idf_method="robertson", k1=1.2, b=0.75)
     store.add([chunk(i) for i in ids], texts)
     oracle = BM25Okapi([tokenize(t) for t in texts], k1=1.2, b=0.75, epsilon=0)
     for claim in claims:
@@ -200,9 +215,10 @@ def test_torn_saved_index_is_rebuilt(tmp_path: Path) -> None:
     second.close()
 
 
-def test_sees_writes_of_another_instance(tmp_path: Path) -> None:
-    """Two processes on one directory: the reader's next search notices the writer's generation."""
-    reader, writer = BM25Store(tmp_path), BM25Store(tmp_path)
+def test_sees_writes_of_another_instance(tmp_path: Path, rows: Sql | None) -> None:
+    """Two processes on one directory, or two workers (each its own directory) on one database: the
+    reader's next search notices the writer's generation."""
+    reader, writer = BM25Store(tmp_path / "r", sql=rows), BM25Store(tmp_path / ("r" if rows is None else "w"), sql=rows)
     writer.add([chunk("a")], ["cheese"])
     assert hits(reader, "cheese") == ["a"]
     writer.delete_document("t1", "doc")

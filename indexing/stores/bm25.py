@@ -1,9 +1,11 @@
-"""BM25 lexical store: SQLite holds the truth, a bm25s index is derived from it.
+"""BM25 lexical store: SQL holds the truth, a bm25s index is derived from it in each process.
 
-SQLite (``lexical.sqlite``) keeps one row per chunk with its analyzed terms, so the index can be rebuilt
-without the chunk texts and without re-tokenizing. Every mutation bumps a generation counter; the next
-search rebuilds the in-memory index when the generation moved (also when another process wrote), and
-saves it to ``index/`` with a stamp so a restart loads it instead of rebuilding.
+The rows (``lexical.sqlite`` in the store's directory, or the server-mode database) keep one row per
+chunk with its analyzed terms, so the index can be rebuilt without the chunk texts and without
+re-tokenizing. Every mutation bumps a generation counter; the next search rebuilds the in-memory index
+when the generation moved (also when another process or worker wrote), and saves it to ``index/`` with
+a stamp so a restart loads it instead of rebuilding. In server mode every worker derives its own index
+from the shared rows and keeps the saved copy in its local directory.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: ``add`` promises durability on return, and NORMAL may
 lose the last commits on power loss. The cost is one fsync per ``add`` call, which indexes a whole
@@ -28,7 +30,7 @@ import bm25s
 import numpy as np
 from bm25s.scoring import _select_idf_scorer, _select_tfc_scorer
 
-from rag.sqlite_util import count_rows, rows_per_document, transaction
+from rag.database.sql import Sql, SqliteSql, count_rows, rows_per_document
 from rag.types import Chunk, ScoredId
 from retrieval.tokenize import tokenize
 
@@ -38,20 +40,33 @@ log = logging.getLogger(__name__)
 METHODS = ("lucene", "robertson", "atire")
 
 # ``seq`` orders a rebuild (ties rank in insertion order); ``tokens`` are the chunk's terms, space-joined.
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS chunks (
-        seq INTEGER PRIMARY KEY,
-        chunk_id TEXT NOT NULL UNIQUE,
-        document_id TEXT NOT NULL,
-        tenant TEXT NOT NULL,
-        tokens TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (tenant, document_id)",
-    # store_id tells this database from a recreated one whose generation restarted at 0.
-    """CREATE TABLE IF NOT EXISTS state (
-        id INTEGER PRIMARY KEY CHECK (id = 0),
-        store_id TEXT NOT NULL,
-        generation INTEGER NOT NULL)""",
-)
+# ``store_id`` tells this database from a recreated one whose generation restarted at 0.
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lexical_terms (
+    seq INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    document_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    tokens TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS lexical_terms_by_document ON lexical_terms (tenant, document_id);
+CREATE TABLE IF NOT EXISTS lexical_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    store_id TEXT NOT NULL,
+    generation INTEGER NOT NULL);
+"""
+
+
+def _rename_legacy_tables(path: Path) -> None:
+    """A store written before the tables were named for the shared server database: rename them."""
+    if not path.exists():
+        return
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None, timeout=30)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "chunks" in tables and "lexical_terms" not in tables:
+            conn.executescript(
+                "BEGIN IMMEDIATE; ALTER TABLE chunks RENAME TO lexical_terms;"
+                " ALTER TABLE state RENAME TO lexical_state; DROP INDEX IF EXISTS chunks_by_document; COMMIT;"
+            )
 
 
 class _DenseIds(dict):
@@ -118,6 +133,7 @@ class BM25Store:
         self,
         path: Path,
         *,
+        sql: Sql | None = None,
         method: str = "lucene",
         idf_method: str | None = None,
         k1: float = 1.2,
@@ -130,17 +146,14 @@ class BM25Store:
         self._path.mkdir(parents=True, exist_ok=True)
         self._index_dir = self._path / "index"
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            self._path / "lexical.sqlite", isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=10000")
-        with transaction(self._conn):
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO state (id, store_id, generation) VALUES (0, ?, 0)", (uuid.uuid4().hex,)
+        if sql is None:
+            _rename_legacy_tables(self._path / "lexical.sqlite")
+            sql = SqliteSql(self._path / "lexical.sqlite", _SQLITE_SCHEMA)
+        self._sql = sql
+        with self._sql.transaction() as writer:
+            writer.execute(
+                "INSERT INTO lexical_state (id, store_id, generation) VALUES (0, ?, 0) ON CONFLICT (id) DO NOTHING",
+                (uuid.uuid4().hex,),
             )
         self.rebuilds = 0  # observable so tests and benchmarks can tell a rebuild from a load
         self.loads = 0
@@ -152,20 +165,20 @@ class BM25Store:
         if not chunks:
             return
         rows = [(c.id, c.document_id, c.tenant, " ".join(tokenize(t))) for c, t in zip(chunks, texts)]
-        with self._lock, transaction(self._conn):
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO chunks (chunk_id, document_id, tenant, tokens) VALUES (?, ?, ?, ?)",
+        with self._lock, self._sql.transaction() as sql:
+            sql.executemany(
+                "INSERT INTO lexical_terms (chunk_id, document_id, tenant, tokens) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (chunk_id) DO UPDATE SET document_id = excluded.document_id,"
+                " tenant = excluded.tenant, tokens = excluded.tokens",
                 rows,
             )
-            self._conn.execute("UPDATE state SET generation = generation + 1")
+            sql.execute("UPDATE lexical_state SET generation = generation + 1")
 
     def delete_document(self, tenant: str, document_id: str) -> int:
-        with self._lock, transaction(self._conn):
-            removed = self._conn.execute(
-                "DELETE FROM chunks WHERE tenant = ? AND document_id = ?", (tenant, document_id)
-            ).rowcount
+        with self._lock, self._sql.transaction() as sql:
+            removed = sql.execute("DELETE FROM lexical_terms WHERE tenant = ? AND document_id = ?", (tenant, document_id))
             if removed:
-                self._conn.execute("UPDATE state SET generation = generation + 1")
+                sql.execute("UPDATE lexical_state SET generation = generation + 1")
         return removed
 
     def search(self, tenant: str, query: str, top_k: int) -> list[ScoredId]:
@@ -184,16 +197,14 @@ class BM25Store:
         return tokenize(query)
 
     def count(self, tenant: str | None = None, document_id: str | None = None) -> int:
-        with self._lock:
-            return count_rows(self._conn, "chunks", tenant, document_id)
+        return count_rows(self._sql, "lexical_terms", tenant, document_id)
 
     def documents(self) -> dict[tuple[str, str], int]:
-        with self._lock:
-            return rows_per_document(self._conn, "chunks")
+        return rows_per_document(self._sql, "lexical_terms")
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._sql.close()
 
     def _current(self) -> _Snapshot:
         """The snapshot of the current generation: kept, loaded from disk, or rebuilt and saved."""
@@ -205,13 +216,13 @@ class BM25Store:
 
     def _read_stamp(self) -> str:
         """Identifies the rows and the scoring parameters an index is built from."""
-        store_id, generation = self._conn.execute("SELECT store_id, generation FROM state").fetchone()
+        [(store_id, generation)] = self._sql.query("SELECT store_id, generation FROM lexical_state")
         return json.dumps({"store": store_id, "generation": generation, **self._params}, sort_keys=True)
 
     def _rebuild(self) -> _Snapshot:
-        with transaction(self._conn, "BEGIN"):  # one read snapshot: the stamp matches the rows
-            stamp = self._read_stamp()
-            rows = self._conn.execute("SELECT chunk_id, tenant, tokens FROM chunks ORDER BY seq").fetchall()
+        # The stamp is read first: rows written after it only make the next search rebuild again.
+        stamp = self._read_stamp()
+        rows = self._sql.query("SELECT chunk_id, tenant, tokens FROM lexical_terms ORDER BY seq")
         chunk_ids, tenants, tokens = (list(column) for column in zip(*rows)) if rows else ([], [], [])
         snapshot = _Snapshot(stamp, _build_retriever(tokens, **self._params), chunk_ids, tenants)
         self.rebuilds += 1
