@@ -22,6 +22,7 @@ from indexing.embedding import Embedder
 from indexing.loaders import detect_media_type, load_document
 from indexing.registry import INDEXED, DocumentRegistry
 from indexing.stores.base import DenseStore, GraphStore, LexicalStore
+from indexing.writers import SoleWriter, WriterLiveness
 from rag.errors import PayloadTooLarge, RagError, StoreError
 from rag.types import Chunk, DocumentRecord, utc_now
 
@@ -81,8 +82,11 @@ class Indexer:
         max_upload_bytes: int,
         listeners: Sequence[IndexListener] = (),
         graph: GraphStore | None = None,
+        writers: WriterLiveness | None = None,
     ) -> None:
         self._listeners = tuple(listeners)
+        # Whose unfinished writes may be purged: by default (embedded) every writer but this process.
+        self._writers = writers or SoleWriter(registry.writer_id)
         self._graph = graph
         self._registry = registry
         self._dense = dense
@@ -128,7 +132,8 @@ class Indexer:
             seen: set[str] = set()
             for i, item in candidates.items():
                 existing = self._registry.find_by_hash(tenant, item.record.content_hash)
-                if existing and existing[1] == INDEXED:
+                if existing and (existing[1] == INDEXED or self._writers.alive(existing[2])):
+                    # indexed, or being indexed by another live worker right now
                     outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=existing[0])
                 elif item.record.content_hash in seen:
                     outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=item.record)
@@ -137,6 +142,10 @@ class Indexer:
                         self._purge(tenant, existing[0].id)
                     seen.add(item.record.content_hash)
                     to_write[i] = item
+            for i in list(to_write):
+                if not self._registry.begin(to_write[i].record, to_write[i].chunks):
+                    # another worker began the same bytes since the check above: its write stands
+                    outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=to_write.pop(i).record)
             if to_write:
                 try:
                     self._write(list(to_write.values()))
@@ -195,10 +204,8 @@ class Indexer:
     def _write(self, items: Sequence[_Prepared]) -> None:
         chunks = [chunk for item in items for chunk in item.chunks]
         texts = [indexed_text(chunk) for chunk in chunks]
-        vectors = self._embedder.embed_documents(texts)
         try:
-            for item in items:
-                self._registry.begin(item.record, item.chunks)
+            vectors = self._embedder.embed_documents(texts)
             self._lexical.add(chunks, texts)
             self._dense.upsert(chunks, vectors)
             if self._graph is not None:
@@ -209,6 +216,8 @@ class Indexer:
             log.exception("indexing failed; removing the partial writes")
             for item in items:
                 self._purge(item.record.tenant, item.record.id)
+            if isinstance(exc, RagError):  # already says what went wrong (a model missing, say)
+                raise
             raise StoreError(f"indexing failed and was rolled back: {exc}") from exc
 
     def delete(self, tenant: str, document_id: str) -> bool:
@@ -230,9 +239,10 @@ class Indexer:
         self._registry.remove(document_id)
 
     def recover(self) -> int:
-        """Purge every write a crash interrupted; returns how many documents were purged."""
+        """Purge every write a crash interrupted (not a live worker's write in progress); returns how
+        many documents were purged."""
         with self._write_lock:
-            unfinished = self._registry.unfinished()
+            unfinished = [(t, d) for t, d, writer in self._registry.unfinished() if not self._writers.alive(writer)]
             for tenant, document_id in unfinished:
                 self._purge(tenant, document_id)
         if unfinished:

@@ -7,6 +7,7 @@ start-up is the trace of an interrupted write, and the indexer purges it from ev
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +27,8 @@ CREATE TABLE IF NOT EXISTS documents (
     content_hash TEXT NOT NULL,
     chunk_count INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    writer TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS documents_tenant_hash ON documents(tenant, content_hash);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -52,7 +54,9 @@ _CHUNK_COLUMNS = "id, document_id, tenant, idx, text, start, end_, title, token_
 
 
 class DocumentRegistry(Protocol):
-    def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None: ...
+    writer_id: str
+
+    def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> bool: ...
 
     def commit(self, document_id: str) -> None: ...
 
@@ -62,7 +66,7 @@ class DocumentRegistry(Protocol):
 
     def get(self, tenant: str, document_id: str) -> DocumentRecord | None: ...
 
-    def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str] | None: ...
+    def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str, str | None] | None: ...
 
     def list(self, tenant: str) -> list[DocumentRecord]: ...
 
@@ -72,7 +76,7 @@ class DocumentRegistry(Protocol):
 
     def chunk_ids(self, tenant: str | None = None, document_id: str | None = None) -> list[str]: ...
 
-    def unfinished(self) -> list[tuple[str, str]]: ...
+    def unfinished(self) -> list[tuple[str, str, str | None]]: ...
 
     def census(self) -> dict[tuple[str, str], tuple[str, int]]: ...
 
@@ -83,18 +87,27 @@ class SqlRegistry:
     """The registry in SQL: ``registry.sqlite`` in the data dir (embedded), or the server-mode database
     (the same tables, from ``rag/database/migrations``)."""
 
-    def __init__(self, sql: Sql) -> None:
+    def __init__(self, sql: Sql, writer_id: str | None = None) -> None:
         self._sql = sql
+        # Marks this process's unfinished writes, so that recovery elsewhere can tell a live writer's
+        # pending document from a crashed one's (``indexing.writers``).
+        self.writer_id = writer_id or uuid.uuid4().hex
 
     @classmethod
     def embedded(cls, path: Path) -> SqlRegistry:
-        return cls(SqliteSql(path, _SCHEMA))
+        sql = SqliteSql(path, _SCHEMA)
+        if "writer" not in {row[1] for row in sql.query("PRAGMA table_info(documents)")}:
+            with sql.transaction() as writer:  # a registry written before writers were recorded
+                writer.execute("ALTER TABLE documents ADD COLUMN writer TEXT")
+        return cls(sql)
 
-    def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> None:
-        """Record a document as pending, with its chunks, before any other store is written."""
+    def begin(self, record: DocumentRecord, chunks: Sequence[Chunk]) -> bool:
+        """Record a document as pending, with its chunks, before any other store is written. False (and
+        nothing written) when the document's row exists already: another writer got there first."""
         with self._sql.transaction() as sql:
-            sql.execute(
-                f"INSERT INTO documents ({_DOC_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            created = sql.execute(
+                f"INSERT INTO documents ({_DOC_COLUMNS}, state, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (
                     record.id,
                     record.tenant,
@@ -105,8 +118,11 @@ class SqlRegistry:
                     record.chunk_count,
                     record.created_at,
                     PENDING,
+                    self.writer_id,
                 ),
             )
+            if not created:
+                return False
             sql.executemany(
                 f"INSERT INTO chunks ({_CHUNK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -115,10 +131,11 @@ class SqlRegistry:
                     for c in chunks
                 ],
             )
+        return True
 
     def _set_state(self, document_id: str, state: str) -> None:
         with self._sql.transaction() as sql:
-            sql.execute("UPDATE documents SET state = ? WHERE id = ?", (state, document_id))
+            sql.execute("UPDATE documents SET state = ?, writer = ? WHERE id = ?", (state, self.writer_id, document_id))
 
     def commit(self, document_id: str) -> None:
         self._set_state(document_id, INDEXED)
@@ -138,13 +155,13 @@ class SqlRegistry:
         )
         return DocumentRecord(*rows[0]) if rows else None
 
-    def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str] | None:
-        """The document with these bytes in any state, with its state."""
+    def find_by_hash(self, tenant: str, content_hash: str) -> tuple[DocumentRecord, str, str | None] | None:
+        """The document with these bytes in any state, with its state and its writer."""
         rows = self._sql.query(
-            f"SELECT {_DOC_COLUMNS}, state FROM documents WHERE tenant = ? AND content_hash = ?",
+            f"SELECT {_DOC_COLUMNS}, state, writer FROM documents WHERE tenant = ? AND content_hash = ?",
             (tenant, content_hash),
         )
-        return (DocumentRecord(*rows[0][:-1]), rows[0][-1]) if rows else None
+        return (DocumentRecord(*rows[0][:-2]), rows[0][-2], rows[0][-1]) if rows else None
 
     def list(self, tenant: str) -> list[DocumentRecord]:
         rows = self._sql.query(
@@ -190,12 +207,10 @@ class SqlRegistry:
         statement = "SELECT id FROM chunks" + (f" WHERE {where}" if where else "") + " ORDER BY document_id, idx"
         return [row[0] for row in self._sql.query(statement, [v for v in filters.values() if v is not None])]
 
-    def unfinished(self) -> list[tuple[str, str]]:
-        """(tenant, document id) of every write that did not finish."""
-        return [
-            (row[0], row[1])
-            for row in self._sql.query("SELECT tenant, id FROM documents WHERE state != ?", (INDEXED,))
-        ]
+    def unfinished(self) -> list[tuple[str, str, str | None]]:
+        """(tenant, document id, writer id) of every write not finished: interrupted, or still going on."""
+        rows = self._sql.query("SELECT tenant, id, writer FROM documents WHERE state != ?", (INDEXED,))
+        return [(tenant, document_id, writer) for tenant, document_id, writer in rows]
 
     def census(self) -> dict[tuple[str, str], tuple[str, int]]:
         """(tenant, document id) → (state, chunk rows) of every document: what the stores must agree with."""

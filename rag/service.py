@@ -23,6 +23,7 @@ from indexing.registry import SqlRegistry
 from indexing.stores.base import DenseStore, LexicalStore
 from indexing.stores.bm25 import BM25Store
 from indexing.stores.dense_factory import open_dense_store
+from indexing.writers import AdvisoryLockWriters
 from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
 from rag.cache.semantic import SemanticCache, embedded_entries
@@ -92,20 +93,21 @@ class Service:
     indexer: Indexer
     retriever: HybridRetriever
     pipeline: QueryPipeline
-    _lock_handle: IO[str]
+    # Embedded: the data dir's lock (one process owns it). Server mode: the shared database, and this
+    # process's writer lock in it; workers may then share a data dir (it holds only derived files).
+    _lock_handle: IO[str] | None
     _database: ConnectionPool | None = None
+    _writers: AdvisoryLockWriters | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Service:
         """Open every store (cheap); models load in ``warm_up``."""
         if settings.database_url:
             require_current(settings.database_url)  # before anything is opened: a refusal leaves nothing behind
-        lock = _lock_data_dir(settings.data_dir)
-        try:
-            database = open_pool(settings.database_url) if settings.database_url else None
-        except StoreError:
-            lock.close()
-            raise
+            lock, database = None, open_pool(settings.database_url)
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            lock, database = _lock_data_dir(settings.data_dir), None
         embedder = SentenceTransformerEmbedder(
             settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
         )
@@ -130,7 +132,9 @@ class Service:
         if settings.cache_enabled:
             cache = open_answer_cache(settings, settings.data_dir, embedder.dim, database)
         llms = {name: build_llm(tier, settings) for name, tier in settings.tiers.items()}
+        writers = AdvisoryLockWriters(settings.database_url, registry.writer_id) if settings.database_url else None
         indexer = Indexer(
+            writers=writers,
             registry=registry,
             dense=dense,
             lexical=lexical,
@@ -169,6 +173,7 @@ class Service:
             ),
             _lock_handle=lock,
             _database=database,
+            _writers=writers,
         )
         indexer.recover()
         return service
@@ -230,7 +235,10 @@ class Service:
             self.keys.close()
         if self._database is not None:
             self._database.close()
-        self._lock_handle.close()
+        if self._writers is not None:
+            self._writers.close()
+        if self._lock_handle is not None:
+            self._lock_handle.close()
 
 
 def _key_store(settings: Settings, database: ConnectionPool | None) -> KeyStore:

@@ -130,9 +130,52 @@ def test_a_data_dir_indexed_without_the_graph_gets_one_at_the_next_start(tmp_pat
         reopened.close()
 
 
-def test_a_second_process_gets_a_clear_error(service: Service) -> None:
-    with pytest.raises(StoreError, match="in use by another process"):
-        Service.open(service.settings)
+def test_a_second_process_on_an_embedded_data_dir_gets_a_clear_error(tmp_path: Path) -> None:
+    service = Service.open(make_settings(tmp_path / "data"))
+    try:
+        with pytest.raises(StoreError, match="in use by another process"):
+            Service.open(service.settings)
+    finally:
+        service.close()
+
+
+def test_two_workers_on_one_database_see_each_others_uploads_and_deletes(tmp_path: Path, postgres_url: str) -> None:
+    """Server mode: a second process on the same database (and even the same data dir) is a second
+    worker. An upload through one is retrievable through the other; a delete through the other is gone
+    from the first's registry, lexical and dense search and graph."""
+    settings = make_settings(tmp_path / "data", database_url=postgres_url)
+    first, second = Service.open(settings), Service.open(settings)
+    question = "Which region is named after the Normans?"
+    try:
+        record = first.indexer.add(DOC, DEFAULT_TENANT).document
+        assert second.retriever.retrieve(DEFAULT_TENANT, question, 2, 1000).passages[0].chunk.document_id == record.id
+        assert second.indexer.add(DOC, DEFAULT_TENANT).status == "duplicate"
+        assert second.graph.count(DEFAULT_TENANT) > 0 and second.graph.entities(DEFAULT_TENANT, "norman")
+        assert second.indexer.delete(DEFAULT_TENANT, record.id)
+        assert first.registry.get(DEFAULT_TENANT, record.id) is None
+        assert first.lexical.search(DEFAULT_TENANT, "Normans Normandy", 5) == []
+        assert first.dense.count(tenant=DEFAULT_TENANT) == 0
+        assert first.graph.entities(DEFAULT_TENANT, "norman") == []
+        assert first.indexer.check() == []
+    finally:
+        second.close()
+        first.close()
+
+
+def test_recovery_leaves_a_live_workers_write_and_purges_a_stopped_ones(tmp_path: Path, postgres_url: str) -> None:
+    settings = make_settings(tmp_path / "data", database_url=postgres_url)
+    writer = Service.open(settings)
+    prepared = writer.indexer._prepare(DOC, DEFAULT_TENANT)
+    assert writer.registry.begin(prepared.record, prepared.chunks)  # mid-write: pending, under its id
+    other = Service.open(settings)  # its start-up recovery runs now
+    try:
+        assert [d for _, d, _ in other.registry.unfinished()] == [prepared.record.id]
+        assert other.indexer.add(DOC, DEFAULT_TENANT).status == "duplicate"  # being indexed by the writer
+        writer.close()  # the writer stops before it finishes: its lock goes with its connection
+        assert other.indexer.recover() == 1 and other.registry.unfinished() == []
+        assert other.indexer.add(DOC, DEFAULT_TENANT).status == "indexed"
+    finally:
+        other.close()
 
 
 def test_same_bytes_twice_in_one_request_index_once(service: Service) -> None:

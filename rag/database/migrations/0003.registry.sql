@@ -8,7 +8,8 @@ CREATE TABLE documents (
     content_hash text NOT NULL,
     chunk_count integer NOT NULL,
     created_at text NOT NULL,
-    state text NOT NULL
+    state text NOT NULL,
+    writer text
 );
 CREATE UNIQUE INDEX documents_tenant_hash ON documents (tenant, content_hash);
 CREATE INDEX documents_tenant_state ON documents (tenant, state);
