@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from indexing.indexer import IngestOutcome, Upload
 from indexing.loaders import MEDIA_TYPES
+from rag.database.pool import redact
 from rag.errors import RagError
 from rag.keys import KeyStore, bearer_headers, ensure_first_key, open_key_store
 from rag.settings import Settings, get_settings
@@ -84,6 +85,9 @@ def _files(paths: list[Path]) -> list[Path]:
 def serve(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes; more than one needs server mode (RAG_DATABASE_URL)")
+    ] = 1,
 ) -> None:
     """Start the HTTP service (OpenAPI page at /docs)."""
     import uvicorn
@@ -91,7 +95,18 @@ def serve(
     from api.app import create_app
 
     settings = get_settings()
-    typer.echo(f"data dir: {settings.data_dir}; dense store: {settings.qdrant_url or 'embedded (qdrant-edge)'}")
+    if workers > 1 and not settings.database_url:
+        _fail(
+            f"--workers {workers} needs server mode: the embedded data dir is owned by one process. "
+            "Set RAG_DATABASE_URL to a PostgreSQL database (then `rag db upgrade`), or run one worker"
+        )
+    stores = (
+        f"database: {redact(settings.database_url)}"
+        if settings.database_url
+        else f"data dir: {settings.data_dir}"
+    )
+    dense = settings.qdrant_url or ("pgvector" if settings.database_url else "embedded (qdrant-edge)")
+    typer.echo(f"{stores}; dense store: {dense}; workers: {workers}")
     if settings.auth == "off":
         typer.secho("auth is off (development mode): every caller is the default tenant", fg=typer.colors.YELLOW)
     else:
@@ -100,7 +115,10 @@ def serve(
         store.close()
         if first:
             typer.echo(f"first start: created the api key of tenant '{DEFAULT_TENANT}' (shown once): {first}")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    else:  # each worker process builds the app from the same environment
+        uvicorn.run("api.app:create_app", factory=True, workers=workers, host=host, port=port, log_level="info")
 
 
 def _print_outcome(outcome: IngestOutcome) -> None:

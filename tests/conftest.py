@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -89,6 +92,44 @@ class LiveServer:
     @property
     def service(self):
         return self.app.state.service
+
+
+RAG = str(Path(sys.executable).with_name("rag"))
+
+
+class RagServe:
+    """`rag serve` as a user starts it, in its own process group so that SIGKILL hits it and its
+    workers only; ``env`` adds to the environment, ``args`` to the command line."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {**os.environ, "RAG_DATA_DIR": str(data_dir), "RAG_MODEL_DIR": str(MODEL_DIR), **env}
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = (data_dir.parent / f"server-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(
+            [RAG, "serve", "--port", str(self.port), *args],
+            cwd=REPO,
+            env=environment,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.process.poll() is None, f"the server died while starting; see {self.log.name}"
+            time.sleep(0.2)
+        raise AssertionError("the server did not start within 180 s")
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.log.close()
 
 
 @pytest.fixture(scope="session")

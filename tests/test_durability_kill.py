@@ -13,10 +13,7 @@ import io
 import json
 import os
 import random
-import signal
 import string
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -25,9 +22,8 @@ from pathlib import Path
 import httpx
 
 from rag.service import Service
-from tests.conftest import MODEL_DIR, REPO, free_port, make_settings
+from tests.conftest import RagServe, make_settings
 
-RAG = str(Path(sys.executable).with_name("rag"))
 KILL_ROUNDS = int(os.environ.get("RAG_KILL_ROUNDS", "20"))
 KEY = "kill-test-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -37,38 +33,14 @@ def _codeword(rng: random.Random) -> str:
     return "".join(rng.choice(string.ascii_lowercase) for _ in range(12))
 
 
-class Server:
-    """`rag serve` as a user starts it, in its own process so that SIGKILL hits only it."""
+class Server(RagServe):
+    """`rag serve` on a data dir with the test's key; no question is asked, so generation loads lazily."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "RAG_DATA_DIR": str(data_dir),
-            "RAG_MODEL_DIR": str(MODEL_DIR),
-            "RAG_API_KEYS": json.dumps({"default": KEY}),
-            "RAG_WARM_GENERATION": "false",  # no question is asked: restarts stay quick
-        }
-        self.log = (data_dir.parent / "server.log").open("ab")
-        self.process = subprocess.Popen(
-            [RAG, "serve", "--port", str(self.port)], cwd=REPO, env=env, stdout=self.log, stderr=self.log
+        super().__init__(
+            data_dir,
+            {"RAG_API_KEYS": json.dumps({"default": KEY}), "RAG_WARM_GENERATION": "false"},
         )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert self.process.poll() is None, "the server died while starting; see server.log"
-            time.sleep(0.2)
-        raise AssertionError("the server did not start within 180 s")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.log.close()
 
 
 class Uploader(threading.Thread):
