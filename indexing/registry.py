@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rag.database.sql import Sql, SqliteSql
+from rag.errors import StoreError
 from rag.types import Chunk, DocumentRecord
 
 PENDING, INDEXED, DELETING = "pending", "indexed", "deleting"
@@ -138,7 +139,16 @@ class SqlRegistry:
             sql.execute("UPDATE documents SET state = ?, writer = ? WHERE id = ?", (state, self.writer_id, document_id))
 
     def commit(self, document_id: str) -> None:
-        self._set_state(document_id, INDEXED)
+        """Mark this writer's pending document indexed. ``StoreError`` if it is no longer this writer's
+        pending document (another worker's recovery took this writer for dead and purged it), so that
+        the upload is reported failed rather than acknowledged and lost."""
+        with self._sql.transaction() as sql:
+            updated = sql.execute(
+                "UPDATE documents SET state = ?, writer = NULL WHERE id = ? AND state = ? AND writer = ?",
+                (INDEXED, document_id, PENDING, self.writer_id),
+            )
+        if updated != 1:
+            raise StoreError(f"document {document_id} was purged while it was being indexed; upload it again")
 
     def mark_deleting(self, document_id: str) -> None:
         self._set_state(document_id, DELETING)

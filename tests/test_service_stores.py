@@ -183,3 +183,11 @@ def test_same_bytes_twice_in_one_request_index_once(service: Service) -> None:
     assert [o.status for o in outcomes] == ["indexed", "duplicate"]
     assert outcomes[0].document.id == outcomes[1].document.id
     assert len(service.registry.list(DEFAULT_TENANT)) == 1
+
+
+def test_a_write_purged_by_another_workers_recovery_is_not_acknowledged(tmp_path: Path, service: Service) -> None:
+    prepared = service.indexer._prepare(DOC, DEFAULT_TENANT)
+    assert service.registry.begin(prepared.record, prepared.chunks)
+    service.registry.remove(prepared.record.id)  # as a recovery that took this writer for dead would
+    with pytest.raises(StoreError, match="purged while it was being indexed"):
+        service.registry.commit(prepared.record.id)
