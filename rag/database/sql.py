@@ -18,8 +18,6 @@ from typing import Protocol
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rag.sqlite_util import transaction
-
 Params = Sequence[object]
 
 
@@ -43,6 +41,19 @@ class Sql(Protocol):
     def query(self, sql: str, params: Params = ()) -> list[tuple]: ...
 
     def close(self) -> None: ...
+
+
+@contextmanager
+def _sqlite_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK if anything (even an interrupt) escapes. The connection is in
+    autocommit mode (``isolation_level=None``); the caller holds its lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 class _SqliteWriter:
@@ -76,7 +87,7 @@ class SqliteSql:
 
     @contextmanager
     def transaction(self) -> Iterator[SqlWriter]:
-        with self._lock, transaction(self._conn) as conn:
+        with self._lock, _sqlite_transaction(self._conn) as conn:
             yield _SqliteWriter(conn)
 
     def query(self, sql: str, params: Params = ()) -> list[tuple]:
