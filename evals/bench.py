@@ -1,10 +1,12 @@
 """Benchmark: ingest throughput (with the bare embedder as its ceiling) and query latency by stage.
 
     python -m evals.bench --dataset ../shared/datasets/scifact [--generate 10] [--out bench.json]
+    python -m evals.bench --dataset ../shared/datasets/scifact --database-url postgresql://… --generate 0
 
 The corpus is ingested through the real indexer into a fresh data dir; questions go through the real
 pipeline. Retrieval latency is measured on every question, generation on the first ``--generate``
-(a local LLM on two cores takes seconds per answer).
+(a local LLM on two cores takes seconds per answer). ``--database-url`` runs the same in server mode
+on an empty PostgreSQL database (its schema is applied first), for the server-against-embedded ratio.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm import tqdm
 from evals.corpus_index import corpus_uploads
 from evals.datasets import load_dataset
 from indexing.indexer import indexed_text
+from rag.database.schema import upgrade
 from rag.service import Service
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
@@ -49,10 +52,17 @@ def _stage_table(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
 
 
 def run(
-    dataset_dir: Path, data_dir: Path, generate: int, query_limit: int | None, model_dir: Path | None
+    dataset_dir: Path,
+    data_dir: Path,
+    generate: int,
+    query_limit: int | None,
+    model_dir: Path | None,
+    database_url: str | None = None,
 ) -> dict:
     dataset = load_dataset(dataset_dir)
-    settings = Settings(data_dir=data_dir, model_dir=model_dir)
+    if database_url:
+        upgrade(database_url)
+    settings = Settings(data_dir=data_dir, model_dir=model_dir, database_url=database_url)
     service = Service.open(settings)
     try:
         started = time.perf_counter()
@@ -92,6 +102,7 @@ def run(
 
     return {
         "dataset": dataset.name,
+        "mode": "server (PostgreSQL)" if database_url else "embedded",
         "documents": len(dataset.corpus),
         "documents_indexed": len(indexed),
         "chunks": n_chunks,
@@ -119,7 +130,8 @@ def run(
 def print_report(report: dict) -> None:
     ingest = report["ingest"]
     print(
-        f"\n{report['dataset']}: {report['documents_indexed']}/{report['documents']} documents, {report['chunks']} chunks"
+        f"\n{report['dataset']} ({report['mode']}): {report['documents_indexed']}/{report['documents']} documents,"
+        f" {report['chunks']} chunks"
     )
     print(f"warm-up (models loaded): {report['warm_up_s']} s")
     print(
@@ -146,10 +158,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary dir")
     parser.add_argument("--model-dir", type=Path, default=Path("data/models"), help="assembled GGUF files")
     parser.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    parser.add_argument("--database-url", default=None, help="server mode on this empty PostgreSQL database")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         report = run(
-            args.dataset, args.data_dir or Path(tmp), args.generate, args.limit, args.model_dir.resolve()
+            args.dataset,
+            args.data_dir or Path(tmp),
+            args.generate,
+            args.limit,
+            args.model_dir.resolve(),
+            args.database_url,
         )
     print_report(report)
     if args.out:
