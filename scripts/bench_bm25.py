@@ -2,6 +2,8 @@
 
 Corpora are synthetic multiples of SciFact's abstracts (row ``i`` repeats abstract ``i % 5183`` under a new
 chunk id), queried with SciFact's claims. Run: ``.venv/bin/python scripts/bench_bm25.py --sizes 5000 100000``.
+``--database-url`` keeps the rows in PostgreSQL (server mode) instead of SQLite: use a scratch database,
+its lexical tables are emptied before each size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexing.stores.bm25 import BM25Store
+from rag.database.pool import open_pool
+from rag.database.schema import upgrade
+from rag.database.sql import PostgresSql, Sql
 from rag.types import Chunk
 from retrieval.tokenize import tokenize
 
@@ -52,15 +57,19 @@ def bench_tokenize(english: list[str], chinese: list[str]) -> list[tuple[str, st
 
 
 def bench_size(
-    size: int, texts: list[str], queries: list[str], tenants: int, path: Path
+    size: int, texts: list[str], queries: list[str], tenants: int, path: Path, rows_in: Sql | None
 ) -> list[tuple[str, str]]:
     chunks = [Chunk(f"c{i}", f"d{i}", f"t{i % tenants}", 0, "", 0, 0, "", 0) for i in range(size)]
-    store = BM25Store(path)
+    if rows_in is not None:
+        with rows_in.transaction() as sql:
+            sql.execute("DELETE FROM lexical_terms")
+            sql.execute("DELETE FROM lexical_state")
+    store = BM25Store(path, sql=rows_in)
     _, add_s = timed(store.add, chunks, [texts[i % len(texts)] for i in range(size)])
     _, first_s = timed(store.search, "t0", queries[0], 10)
     latencies = [timed(store.search, "t0", q, 10)[1] * 1e3 for q in queries]
     store.close()
-    reopened, load_s = timed(BM25Store, path)
+    reopened, load_s = timed(lambda: BM25Store(path, sql=rows_in))
     assert reopened.loads == 1 and reopened.rebuilds == 0
     _, after_load_s = timed(reopened.search, "t0", queries[0], 10)
     reopened.close()
@@ -72,7 +81,7 @@ def bench_size(
     _, ref_s = timed(lambda: reference.index([row.split() for row in rows], show_progress=False))
     index_mb = sum(f.stat().st_size for f in (path / "index").iterdir()) / 1e6
     return [
-        (f"[{size:,}] add (tokenize + SQLite commit)", f"{add_s:.2f} s = {size / add_s:,.0f} chunks/s"),
+        (f"[{size:,}] add (tokenize + commit)", f"{add_s:.2f} s = {size / add_s:,.0f} chunks/s"),
         (f"[{size:,}] first search: read rows + build + save", f"{first_s:.2f} s"),
         (
             f"[{size:,}] search p50 / p95 ({len(queries)} queries, 1 of {tenants} tenants)",
@@ -92,7 +101,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 100_000])
     parser.add_argument("--tenants", type=int, default=1, help="chunks are spread round-robin over tenants")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--database-url", default=None, help="rows in this scratch PostgreSQL database")
     args = parser.parse_args()
+    pool = None
+    if args.database_url:
+        upgrade(args.database_url)
+        pool = open_pool(args.database_url)
 
     corpus = load_jsonl(DATASETS / "scifact" / "corpus.jsonl")
     english = [f"{d['title']}\n{d['text']}" for d in corpus]
@@ -102,8 +116,11 @@ def main() -> None:
     rows = bench_tokenize(english, chinese)
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            rows += bench_size(size, english, queries, args.tenants, Path(tmp))
+            rows += bench_size(size, english, queries, args.tenants, Path(tmp), PostgresSql(pool) if pool else None)
     rows.append(("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:,.0f} MB"))
+    rows.append(("rows in", "PostgreSQL (server mode)" if pool else "SQLite (embedded)"))
+    if pool is not None:
+        pool.close()
 
     width = max(len(name) for name, _ in rows)
     print(f"{'measure'.ljust(width)} | result\n{'-' * width}-+-{'-' * 60}")
