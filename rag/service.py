@@ -39,7 +39,7 @@ from rag.generation.router import NO_SCORE_CHECK, CascadeRouter, load_routing, w
 from rag.keys import KEYS_FILE, KeyStore
 from rag.pipeline import QueryPipeline, Retriever
 from rag.settings import Settings
-from rag.usage.ledger import LedgerStore, UsageLedger
+from rag.usage.ledger import UsageLedger
 from rag.usage.ledger_store import SqlLedgerStore
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
@@ -108,26 +108,20 @@ class Service:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         else:
             lock, database = _lock_data_dir(settings.data_dir), None
+        # Server mode's SQL surface, shared by every store that keeps rows; None: each its own SQLite file.
+        shared = PostgresSql(database) if database is not None else None
         embedder = SentenceTransformerEmbedder(
             settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.llm_threads
         )
-        registry = (
-            SqlRegistry(PostgresSql(database))
-            if database is not None
-            else SqlRegistry.embedded(settings.data_dir / "registry.sqlite")
-        )
+        registry = SqlRegistry(shared) if shared else SqlRegistry.embedded(settings.data_dir / "registry.sqlite")
         dense = open_dense_store(
             settings.data_dir, CHUNK_COLLECTION, embedder.dim, settings.qdrant_url, settings.qdrant_key, database
         )
         # In server mode the rows are shared; the index derived from them is saved in this worker's data dir.
-        lexical = BM25Store(settings.data_dir / "bm25", sql=PostgresSql(database) if database is not None else None)
+        lexical = BM25Store(settings.data_dir / "bm25", sql=shared)
         graph = None
         if settings.kg_enabled:
-            graph = (
-                KnowledgeGraph(PostgresSql(database))
-                if database is not None
-                else KnowledgeGraph.embedded(settings.data_dir / "graph.sqlite")
-            )
+            graph = KnowledgeGraph(shared) if shared else KnowledgeGraph.embedded(settings.data_dir / "graph.sqlite")
         cache = None
         if settings.cache_enabled:
             cache = open_answer_cache(settings, settings.data_dir, embedder.dim, database)
@@ -151,8 +145,11 @@ class Service:
         if settings.batching:
             query_embedder = BatchedQueryEmbedder(embedder, settings.batch_max_size, settings.batch_max_wait_ms)
         retriever = _retriever(settings, query_embedder, dense, lexical, registry, reranker, graph)
-        ledger = UsageLedger(_ledger_store(settings, database))
-        keys = _key_store(settings, database) if settings.auth == "api_keys" else None
+        ledger_rows = SqlLedgerStore(shared) if shared else SqlLedgerStore.embedded(settings.data_dir / "usage.sqlite")
+        ledger = UsageLedger(ledger_rows)
+        keys = None
+        if settings.auth == "api_keys":
+            keys = KeyStore(shared) if shared else KeyStore.embedded(settings.data_dir / KEYS_FILE)
         service = cls(
             settings=settings,
             registry=registry,
@@ -239,16 +236,6 @@ class Service:
             self._writers.close()
         if self._lock_handle is not None:
             self._lock_handle.close()
-
-
-def _key_store(settings: Settings, database: ConnectionPool | None) -> KeyStore:
-    return KeyStore(PostgresSql(database)) if database is not None else KeyStore.embedded(settings.data_dir / KEYS_FILE)
-
-
-def _ledger_store(settings: Settings, database: ConnectionPool | None) -> LedgerStore:
-    if database is not None:
-        return SqlLedgerStore(PostgresSql(database))
-    return SqlLedgerStore.embedded(settings.data_dir / "usage.sqlite")
 
 
 def open_answer_cache(

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from psycopg_pool import ConnectionPool
 
 from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
@@ -168,6 +169,14 @@ def fresh_database(server_url: str) -> str:
     return server_url.replace("/postgres?", f"/{name}?", 1)
 
 
+@pytest.fixture()
+def postgres_pool(postgres_url: str) -> Iterator[ConnectionPool]:
+    """A pool on a fresh database with the service's schema, closed after the test."""
+    pool = open_pool(postgres_url)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerStore]:
     """Each implementation of the ledger's store in turn: the congruence suites run on both."""
@@ -176,9 +185,7 @@ def ledger_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Led
         yield store
         store.close()
         return
-    pool = open_pool(request.getfixturevalue("postgres_url"))
-    yield SqlLedgerStore(PostgresSql(pool))
-    pool.close()
+    yield SqlLedgerStore(PostgresSql(request.getfixturevalue("postgres_pool")))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from rank_bm25 import BM25Okapi
 
 from indexing.stores.base import LexicalStore
 from indexing.stores.bm25 import BM25Store
-from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql, Sql
 from rag.types import Chunk
 from retrieval.tokenize import tokenize
@@ -49,9 +48,7 @@ def rows(request: pytest.FixtureRequest) -> Iterator[Sql | None]:
     if request.param == "embedded":
         yield None
         return
-    pool = open_pool(request.getfixturevalue("postgres_url"))
-    yield PostgresSql(pool)
-    pool.close()
+    yield PostgresSql(request.getfixturevalue("postgres_pool"))
 
 
 @pytest.fixture

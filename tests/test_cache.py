@@ -13,7 +13,6 @@ from indexing.stores.dense_pgvector import PgVectorDenseStore
 from rag.cache.guard import hard_guard, same_question, signature
 from rag.cache.semantic import CachedAnswer, SemanticCache, decide, embedded_entries, normalize
 from rag.cache.verifier import load_verifier
-from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
 from rag.types import Citation
 
@@ -143,7 +142,7 @@ class Clock:
 @pytest.fixture(params=["embedded", "postgres"])
 def cache_parts(request: pytest.FixtureRequest, tmp_path: Path, embedder: SentenceTransformerEmbedder):
     """The cache on each backend: SQLite entries and an edge index, or PostgreSQL entries and pgvector."""
-    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "postgres" else None
+    pool = request.getfixturevalue("postgres_pool") if request.param == "postgres" else None
     if pool is None:
         entries, index = embedded_entries(tmp_path / "cache.sqlite"), EdgeDenseStore(tmp_path / "vectors", embedder.dim)
     else:
@@ -160,8 +159,6 @@ def cache_parts(request: pytest.FixtureRequest, tmp_path: Path, embedder: Senten
     )
     yield cache, index, clock, embedder
     cache.close()
-    if pool is not None:
-        pool.close()
 
 
 def answer(text: str, *documents: str) -> CachedAnswer:

@@ -22,7 +22,6 @@ from indexing.stores.base import DenseStore
 from indexing.stores.dense_edge import EdgeDenseStore, HnswParams
 from indexing.stores.dense_pgvector import PgVectorDenseStore
 from indexing.stores.dense_qdrant import QdrantDenseStore
-from rag.database.pool import open_pool
 from rag.errors import StoreError
 from rag.types import Chunk
 from tests.conftest import DATASETS, load_jsonl
@@ -53,7 +52,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
     """``open_store(dim)`` opens the same store location each call, so a test can close and reopen it."""
     collection = f"test_dense_{uuid.uuid4().hex}"
     opened: list[DenseStore] = []
-    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "pgvector" else None
+    pool = request.getfixturevalue("postgres_pool") if request.param == "pgvector" else None
 
     def open_(dim: int = DIM) -> DenseStore:
         if request.param == "edge":
@@ -71,8 +70,6 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
     yield open_
     for store in opened:
         store.close()
-    if pool is not None:
-        pool.close()
     if request.param == "qdrant-server":
         with QdrantClient(url=SERVER_URL, api_key=os.environ.get("RAG_TEST_QDRANT_API_KEY")) as client:
             client.delete_collection(collection)

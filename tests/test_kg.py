@@ -12,7 +12,6 @@ import pytest
 from kg.expand import GraphExpander
 from kg.extract import MENTIONS_LABEL, extract, find_spans, normalize, title_key
 from kg.graph import KnowledgeGraph, TenantGraph
-from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
 from rag.errors import NotFound
 from rag.sentences import sentence_spans
@@ -148,7 +147,7 @@ GraphOpener = Callable[[], KnowledgeGraph]
 @pytest.fixture(params=["embedded", "postgres"])
 def open_graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphOpener]:
     """``open_graph()`` opens the same graph store each call, as a restart or another worker would."""
-    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "postgres" else None
+    pool = request.getfixturevalue("postgres_pool") if request.param == "postgres" else None
     opened: list[KnowledgeGraph] = []
 
     def open_() -> KnowledgeGraph:
@@ -159,8 +158,6 @@ def open_graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Graph
     yield open_
     for graph in opened:
         graph.close()
-    if pool is not None:
-        pool.close()
 
 
 def test_add_then_delete_leaves_the_graph_exactly_as_before(corpus: dict[str, dict], open_graph: GraphOpener) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from indexing.registry import DELETING, INDEXED, PENDING, SqlRegistry
-from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
 from rag.errors import StoreError
 from rag.types import Chunk, DocumentRecord
@@ -19,7 +18,7 @@ RegistryOpener = Callable[[], SqlRegistry]
 @pytest.fixture(params=["embedded", "postgres"])
 def open_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryOpener]:
     """``open_registry()`` opens the same registry each call, as another process would (own writer id)."""
-    pool = open_pool(request.getfixturevalue("postgres_url")) if request.param == "postgres" else None
+    pool = request.getfixturevalue("postgres_pool") if request.param == "postgres" else None
     opened: list[SqlRegistry] = []
 
     def open_() -> SqlRegistry:
@@ -30,8 +29,6 @@ def open_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Re
     yield open_
     for registry in opened:
         registry.close()
-    if pool is not None:
-        pool.close()
 
 
 def document(document_id: str, tenant: str = "t1", content_hash: str | None = None, chunks: int = 3):

@@ -11,7 +11,7 @@ and the same day's spend.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol
@@ -124,14 +124,6 @@ class LedgerStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def by_tenant(rows: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float]]:
-    """(tenant, metric, sum) rows as tenant → metric → sum: what ``LedgerStore.sums`` returns."""
-    out: dict[str, dict[str, float]] = {}
-    for tenant, metric, value in rows:
-        out.setdefault(tenant, {})[metric] = value
-    return out
 
 
 class UsageLedger:

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rag.database.sql import Sql, SqliteSql
-from rag.usage.ledger import by_tenant
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_counters (
@@ -45,11 +44,13 @@ class SqlLedgerStore:
 
     def sums(self, tenant: str | None = None) -> dict[str, dict[str, float]]:
         where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        return by_tenant(
-            self._sql.query(
-                f"SELECT tenant, metric, SUM(value) FROM usage_counters {where} GROUP BY tenant, metric", params
-            )
+        rows = self._sql.query(
+            f"SELECT tenant, metric, SUM(value) FROM usage_counters {where} GROUP BY tenant, metric", params
         )
+        out: dict[str, dict[str, float]] = {}
+        for name, metric, value in rows:
+            out.setdefault(name, {})[metric] = value
+        return out
 
     def metric_sum(self, tenant: str, metric: str, first_hour: int, end_hour: int) -> float:
         [(value,)] = self._sql.query(
