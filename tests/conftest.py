@@ -12,8 +12,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -175,6 +176,23 @@ def postgres_pool(postgres_url: str) -> Iterator[ConnectionPool]:
     pool = open_pool(postgres_url)
     yield pool
     pool.close()
+
+
+def reopener(request: pytest.FixtureRequest, store_class: type, path: Path) -> Iterator[Callable[[], Any]]:
+    """For a fixture parametrized "embedded"/"postgres" over a store with ``store_class(sql)`` and
+    ``store_class.embedded(path)``: yields ``open()``, which opens the same store each call (as a restart
+    or another worker would), and closes every store opened afterwards."""
+    pool = request.getfixturevalue("postgres_pool") if request.param == "postgres" else None
+    opened: list[Any] = []
+
+    def open_() -> Any:
+        store = store_class(PostgresSql(pool)) if pool else store_class.embedded(path)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

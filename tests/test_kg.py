@@ -12,7 +12,6 @@ import pytest
 from kg.expand import GraphExpander
 from kg.extract import MENTIONS_LABEL, extract, find_spans, normalize, title_key
 from kg.graph import KnowledgeGraph, TenantGraph
-from rag.database.sql import PostgresSql
 from rag.errors import NotFound
 from rag.sentences import sentence_spans
 from rag.types import Chunk, ScoredId
@@ -23,7 +22,7 @@ from retrieval.hybrid import Candidates, GraphParams, HybridRetriever
 from retrieval.question_form import is_question
 from retrieval.rerank import RerankParams
 from retrieval.weighting import FusionWeights, query_evidence
-from tests.conftest import DATASETS, load_jsonl
+from tests.conftest import DATASETS, load_jsonl, reopener
 
 KISS = "Kiss and Tell (1945 film)"
 TEMPLE = "Shirley Temple"
@@ -147,17 +146,7 @@ GraphOpener = Callable[[], KnowledgeGraph]
 @pytest.fixture(params=["embedded", "postgres"])
 def open_graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphOpener]:
     """``open_graph()`` opens the same graph store each call, as a restart or another worker would."""
-    pool = request.getfixturevalue("postgres_pool") if request.param == "postgres" else None
-    opened: list[KnowledgeGraph] = []
-
-    def open_() -> KnowledgeGraph:
-        graph = KnowledgeGraph(PostgresSql(pool)) if pool else KnowledgeGraph.embedded(tmp_path / "kg.sqlite")
-        opened.append(graph)
-        return graph
-
-    yield open_
-    for graph in opened:
-        graph.close()
+    yield from reopener(request, KnowledgeGraph, tmp_path / "kg.sqlite")
 
 
 def test_add_then_delete_leaves_the_graph_exactly_as_before(corpus: dict[str, dict], open_graph: GraphOpener) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from indexing.registry import DELETING, INDEXED, PENDING, SqlRegistry
-from rag.database.sql import PostgresSql
 from rag.errors import StoreError
 from rag.types import Chunk, DocumentRecord
+from tests.conftest import reopener
 
 RegistryOpener = Callable[[], SqlRegistry]
 
@@ -18,17 +18,7 @@ RegistryOpener = Callable[[], SqlRegistry]
 @pytest.fixture(params=["embedded", "postgres"])
 def open_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryOpener]:
     """``open_registry()`` opens the same registry each call, as another process would (own writer id)."""
-    pool = request.getfixturevalue("postgres_pool") if request.param == "postgres" else None
-    opened: list[SqlRegistry] = []
-
-    def open_() -> SqlRegistry:
-        registry = SqlRegistry(PostgresSql(pool)) if pool else SqlRegistry.embedded(tmp_path / "registry.sqlite")
-        opened.append(registry)
-        return registry
-
-    yield open_
-    for registry in opened:
-        registry.close()
+    yield from reopener(request, SqlRegistry, tmp_path / "registry.sqlite")
 
 
 def document(document_id: str, tenant: str = "t1", content_hash: str | None = None, chunks: int = 3):
