@@ -394,6 +394,13 @@ def _numbers(text: str, kind: type, option: str) -> list:
     return values
 
 
+def _switches(text: str, option: str) -> list[bool]:
+    words = [part.strip() for part in text.split(",") if part.strip()]
+    if not words or any(word not in ("on", "off") for word in words):
+        _fail(f"{option}: {text!r} is not on, off or on,off")
+    return list(dict.fromkeys(word == "on" for word in words))
+
+
 @eval_app.command("qa")
 def eval_qa(
     dataset: Annotated[Path, typer.Option(help="a folder with corpus.jsonl and queries.jsonl")],
@@ -504,7 +511,10 @@ def tune(
     policies: Annotated[
         str, typer.Option(help="answer policies to try: strong, cheap, cascade, cascade_strict")
     ] = "strong,cheap,cascade,cascade_strict",
-    ablations: Annotated[bool, typer.Option(help="also try rerank off and graph off (at depth 5)")] = True,
+    ablations: Annotated[
+        bool, typer.Option(help="also try rerank off, graph off and linking off (at depth 5)")
+    ] = True,
+    links: Annotated[str, typer.Option(help="linked passages to try: on, off, or on,off")] = "on",
     index_root: Annotated[
         Path, typer.Option(help="indexes are built here once per corpus and reused")
     ] = Path("data/eval"),
@@ -534,6 +544,7 @@ def tune(
         budgets=_numbers(budgets, int, "--budgets"),
         policies=[POLICIES[name] for name in chosen_policies],
         ablations=ablations,
+        links=_switches(links, "--links"),
     )
     result = run_tune(
         dataset,

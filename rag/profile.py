@@ -26,6 +26,8 @@ PROFILE_KEYS = frozenset(
         "token_budget",
         "trim",
         "trim_floor",
+        "link_passages",
+        "link_keep_score",
         "routing",
         "cheap_tier",
         "default_tier",

@@ -43,6 +43,7 @@ from rag.usage.ledger import UsageLedger
 from rag.usage.ledger_store import SqlLedgerStore
 from retrieval.fitted import load_fitted
 from retrieval.hybrid import HybridRetriever
+from retrieval.linking import LinkParams
 from retrieval.rerank import OnnxCrossEncoder, Reranker
 from retrieval.tokenize import tokenize
 from retrieval.weighting import QueryWeigher
@@ -289,4 +290,5 @@ def _retriever(
         trim=settings.trim,
         expander=GraphExpander(graph) if graph is not None and settings.kg_enabled else None,
         graph_params=fitted.graph,
+        link_params=LinkParams(enabled=settings.link_passages, keep_score=settings.link_keep_score),
     )

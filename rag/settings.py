@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     # The trim's floor (retrieval/budget.py): a sentence below this share of the best sentence's priority is
     # dropped even when the budget has room. None: the fitted floor (retrieval/params/fitted.json).
     trim_floor: float | None = Field(default=None, ge=0, le=1)
+    # Multi-hop: when the best passage names other documents, the prompt holds those linked passages
+    # instead of the next-ranked ones (retrieval/linking.py). Applies with the trim on. An unlinked passage
+    # of the top_k stays when the reranker scored it at least link_keep_score × the best passage's score.
+    link_passages: bool = True
+    link_keep_score: float = Field(default=0.7, ge=0)
     # Prompt-injection defense (rag/generation/prompt.py, rag/generation/injection.py): passages delimited and marked as data, and
     # instructions aimed at the model in them neutralized. Off only to measure it (evals/injection.py).
     injection_defense: bool = True

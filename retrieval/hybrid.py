@@ -22,6 +22,7 @@ from rag.tokens import count_tokens, token_prefix
 from rag.types import Chunk, Passage, Retrieval, ScoredId
 from retrieval.budget import TrimParams, trim_to_budget
 from retrieval.fusion import standardized_combination
+from retrieval.linking import LinkParams, linked_passages
 from retrieval.question_form import is_question
 from retrieval.rerank import Reranked, Reranker, RerankParams, adaptive_rerank
 from retrieval.tokenize import tokenize
@@ -120,6 +121,7 @@ class HybridRetriever:
         trim: bool = True,
         expander: GraphExpander | None = None,
         graph_params: GraphParams = GraphParams(),
+        link_params: LinkParams | None = None,
     ) -> None:
         """``mode="dense"`` with no reranker and ``trim=False`` is the naive baseline (dense top-k, whole
         chunks) that the eval harness compares against, run by this same class."""
@@ -137,6 +139,7 @@ class HybridRetriever:
         self._reranker = reranker
         self.rerank_params = rerank_params
         self.trim_params = trim_params
+        self.link_params = link_params or LinkParams()
 
     # -- stages -------------------------------------------------------------------------------------
 
@@ -279,13 +282,27 @@ class HybridRetriever:
         token_budget: int,
         params: TrimParams | None = None,
     ) -> list[Passage]:
-        return trim_to_budget(
-            _whole(ranking, chunks, top_k),
-            token_budget,
-            candidates.terms,
-            tokenize,
-            params or self.trim_params,
-        )
+        return self.select(candidates, ranking, chunks, top_k, token_budget, params)[0]
+
+    def select(
+        self,
+        candidates: Candidates,
+        ranking: Sequence[ScoredId],
+        chunks: dict[str, Chunk],
+        top_k: int,
+        token_budget: int,
+        params: TrimParams | None = None,
+    ) -> tuple[list[Passage], bool]:
+        """The prompt's passages, and whether linking chose them: the linked ones when the best passage
+        names other documents (``retrieval/linking.py``; kept whole while the budget allows, since their
+        sentences rarely share the question's words), else the top ``top_k`` trimmed at the floor."""
+        params = params or self.trim_params
+        pool = _whole(ranking, chunks, max(top_k, self.link_params.pool))
+        linked = linked_passages(pool, candidates.question, top_k, self.link_params)
+        if linked is not None:
+            params = replace(params, floor=0.0, focus_max_passages=0)
+        passages = trim_to_budget(linked or pool[:top_k], token_budget, candidates.terms, tokenize, params)
+        return passages, linked is not None
 
     # -- the service's path -------------------------------------------------------------------------
 
@@ -319,8 +336,9 @@ class HybridRetriever:
         ranked = self.rank(tenant, question, top_k, query_vector)
         started = time.perf_counter()
         weights, chunks, reranked = ranked.weights, ranked.chunks, ranked.reranked
+        linked = False
         if self.trim_enabled:
-            passages = self.trim(ranked.candidates, reranked.ranking, chunks, top_k, token_budget)
+            passages, linked = self.select(ranked.candidates, reranked.ranking, chunks, top_k, token_budget)
         else:
             passages = _whole(reranked.ranking, chunks, top_k)
         reference = _whole(reranked.ranking, chunks, REFERENCE_TOP_K)
@@ -343,6 +361,7 @@ class HybridRetriever:
                     "tokens_top_k": sum(untrimmed),
                     "tokens_kept": sum(count_tokens(p.text) for p in passages),
                     "passages_kept": len(passages),
+                    "linked": linked,
                 },
                 "passages": _passage_refs(passages),
             },

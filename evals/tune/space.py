@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Context:
     """How a question's passages are found and cut (settings: retrieval_mode, rerank, kg_enabled, top_k,
-    trim, trim_floor, token_budget)."""
+    trim, trim_floor, token_budget, link_passages)."""
 
     top_k: int
     floor: float | None = None  # None: whole chunks (no trim)
@@ -25,6 +25,7 @@ class Context:
     graph: bool = True
     budget: int = 1500
     dense_only: bool = False
+    link: bool = True
 
     @property
     def name(self) -> str:
@@ -37,6 +38,8 @@ class Context:
             parts.append("no rerank")
         if not self.graph:
             parts.append("no graph")
+        if not self.link and self.floor is not None:
+            parts.append("no link")
         return " ".join(parts)
 
     def overrides(self) -> dict[str, object]:
@@ -50,6 +53,7 @@ class Context:
             "top_k": self.top_k,
             "trim": self.floor is not None,
             "token_budget": self.budget,
+            "link_passages": self.link,
         }
         if self.floor is not None:
             out["trim_floor"] = self.floor
@@ -107,17 +111,21 @@ def grid(
     budgets: Sequence[int] = (1500,),
     policies: Sequence[Policy] = (STRONG, CHEAP, CASCADE, CASCADE_STRICT),
     ablations: bool = True,
+    links: Sequence[bool] = (True,),
 ) -> list[Configuration]:
-    """The naive references, every (depth, floor, budget) with rerank and graph on, and, with
-    ``ablations``, rerank off and graph off at depth 5 and the lowest floor; each under every policy."""
+    """The naive references, every (depth, floor, budget, linking in ``links``) with rerank and graph on,
+    and, with ``ablations``, rerank, graph and linking each off at depth 5 and the lowest floor; each under
+    every policy."""
     contexts: list[Context] = [
-        Context(top_k=k, floor=f, budget=b) for k, f, b in itertools.product(top_ks, floors, budgets)
+        Context(top_k=k, floor=f, budget=b, link=link)
+        for k, f, b, link in itertools.product(top_ks, floors, budgets, links)
     ]
     if ablations:
         k = 5 if 5 in top_ks else top_ks[0]
         contexts += [
             Context(top_k=k, floor=min(floors), budget=budgets[0], rerank=False),
             Context(top_k=k, floor=min(floors), budget=budgets[0], graph=False),
+            Context(top_k=k, floor=min(floors), budget=budgets[0], link=False),
         ]
     return [*NAIVE, *(Configuration(c, p) for c in unique(contexts) for p in policies)]
 

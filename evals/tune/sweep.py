@@ -31,7 +31,9 @@ from rag.service import Service
 from rag.settings import Settings
 
 # Settings that change what the retriever returns for a (question, top_k, token_budget).
-_RETRIEVAL_KEYS = ("retrieval_mode", "rerank", "kg_enabled", "trim", "trim_floor")
+_RETRIEVAL_KEYS = (
+    "retrieval_mode", "rerank", "kg_enabled", "trim", "trim_floor", "link_passages", "link_keep_score"
+)
 
 
 def configured(base: Settings, configuration: Configuration) -> Settings:
