@@ -15,8 +15,26 @@ from rag.errors import BudgetExceeded, RagError, Unauthorized
 log = logging.getLogger(__name__)
 
 
-def error_response(status_code: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"error": {"code": code, "message": message}})
+# OpenAI's error ``type`` for a status, so that its SDKs and the clients built on them read ours: every
+# error carries ``code`` and ``message`` (this service's) plus ``type`` and ``param`` (OpenAI's shape).
+_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+# Routes that speak OpenAI's protocol (tagged so in api/routers/chat.py): a request it cannot take is a 400
+# there, as OpenAI answers, where the rest of this API answers 422.
+OPENAI_TAG = "openai-compatible"
+
+
+def error_body(status_code: int, code: str, message: str, param: str | None = None) -> dict:
+    kind = _TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error")
+    return {"error": {"code": code, "message": message, "type": kind, "param": param}}
+
+
+def error_response(status_code: int, code: str, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=error_body(status_code, code, message, param))
+
+
+def _speaks_openai(request: Request) -> bool:
+    route = request.scope.get("route")
+    return OPENAI_TAG in (getattr(route, "tags", None) or ())
 
 
 _HTTP_CODES = {
@@ -29,10 +47,11 @@ _HTTP_CODES = {
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
-    async def _rag_error(_: Request, exc: RagError) -> JSONResponse:
+    async def _rag_error(request: Request, exc: RagError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        response = error_response(exc.status_code, exc.code, exc.message)
+        status = 400 if exc.status_code == 422 and _speaks_openai(request) else exc.status_code
+        response = error_response(status, exc.code, exc.message, exc.param)
         if isinstance(exc, BudgetExceeded) and isinstance(exc.resets_at, datetime):
             wait = (exc.resets_at - datetime.now(UTC)).total_seconds()
             response.headers["Retry-After"] = str(max(1, int(wait)))
@@ -41,11 +60,16 @@ def install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errors
         )
-        return error_response(422, "invalid_request", details or "invalid request")
+        # The first offending field, without the "body" prefix: OpenAI's ``param``.
+        location = [str(p) for p in errors[0].get("loc", ())] if errors else []
+        param = ".".join(location[1:] if location[:1] == ["body"] else location) or None
+        status = 400 if _speaks_openai(request) else 422
+        return error_response(status, "invalid_request", details or "invalid request", param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

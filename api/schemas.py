@@ -159,6 +159,8 @@ class QueryResponse(BaseModel):
 class ErrorBody(BaseModel):
     code: str
     message: str
+    type: str = Field(description="OpenAI's error type for the status (invalid_request_error, authentication_error, …)")
+    param: str | None = Field(default=None, description="the request field at fault, when one is")
 
 
 class ErrorResponse(BaseModel):

@@ -9,9 +9,10 @@ class RagError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when one is
 
 
 class UnsupportedMediaType(RagError):
@@ -46,6 +47,12 @@ class Unauthorized(RagError):
 class NotFound(RagError):
     status_code = 404
     code = "not_found"
+
+
+class UnknownModel(NotFound):
+    """A chat request names a model (a service profile) that is not offered."""
+
+    code = "model_not_found"
 
 
 class ModelUnavailable(RagError):

@@ -82,28 +82,49 @@ class QueryPipeline:
         return question, top_k, token_budget
 
     def answer(
-        self, question: str, tenant: str, top_k: int | None = None, token_budget: int | None = None
+        self,
+        question: str,
+        tenant: str,
+        top_k: int | None = None,
+        token_budget: int | None = None,
+        max_answer_tokens: int | None = None,
     ) -> Answer:
-        for event in self.answer_stream(question, tenant, top_k, token_budget):
+        for event in self.answer_stream(question, tenant, top_k, token_budget, max_answer_tokens):
             if isinstance(event, Answer):
                 return event
         raise AssertionError("answer_stream ended without an Answer")
 
     def answer_stream(
-        self, question: str, tenant: str, top_k: int | None = None, token_budget: int | None = None
+        self,
+        question: str,
+        tenant: str,
+        top_k: int | None = None,
+        token_budget: int | None = None,
+        max_answer_tokens: int | None = None,
     ) -> Iterator[str | Answer]:
         """Pieces of the answer's text as they are generated, then the ``Answer`` itself.
 
         Validation and the budget check run before the first item, so a refused question raises at once.
+        ``max_answer_tokens`` lowers the answer's token limit for this question (never above the setting).
         """
         started = time.perf_counter()
         s = self._settings
         mode = self._ledger.admit(tenant, s.budget_usd_per_day, s.budget_cheap_only_from) if self._ledger else "normal"
         question, top_k, token_budget = self.validate(question, top_k, token_budget)
-        return self._stream(question, tenant, top_k, token_budget, mode == "cheap_only", started)
+        if max_answer_tokens is not None and max_answer_tokens < 1:
+            raise InvalidRequest("the answer's token limit must be at least 1")
+        limit = min(max_answer_tokens or s.max_answer_tokens, s.max_answer_tokens)
+        return self._stream(question, tenant, top_k, token_budget, mode == "cheap_only", started, limit)
 
     def _stream(
-        self, question: str, tenant: str, top_k: int, token_budget: int, cheap_only: bool, started: float
+        self,
+        question: str,
+        tenant: str,
+        top_k: int,
+        token_budget: int,
+        cheap_only: bool,
+        started: float,
+        max_tokens: int,
     ) -> Iterator[str | Answer]:
         vector = self._embed_query(question)  # once: for the cache and for dense retrieval
         embedding_tokens = count_tokens(question)
@@ -134,6 +155,7 @@ class QueryPipeline:
         after_retrieval = time.perf_counter()
         passages = list(retrieval.passages)
         route: Route | None = None
+        finish_reason = "stop"
         spent: list[TierUsage] = []  # every generation call, appended as soon as it ends or is abandoned
         finished = False
         try:
@@ -144,9 +166,10 @@ class QueryPipeline:
             else:
                 messages = build_messages(question, passages, self._settings.injection_defense)
                 grounding = self._router is not None and self._router.params.checks_grounding
-                raw, route = yield from self._generate(
-                    question, messages, passages, spent, cheap_only, emit=not grounding
+                generation, route = yield from self._generate(
+                    question, messages, passages, spent, cheap_only, max_tokens, emit=not grounding
                 )
+                raw, finish_reason = generation.text, generation.finish_reason
                 text, cited = split_answer(raw, passages)
                 if grounding:
                     assert self._router is not None
@@ -165,7 +188,7 @@ class QueryPipeline:
         usage = self._usage(question, spent, retrieval, embedding_tokens, route)
         self._record(tenant, usage, cache_hit=False, escalated=bool(route and route.escalated))
         done = time.perf_counter()
-        if self._cache is not None:
+        if self._cache is not None and finish_reason != "length":  # a cut-off answer is not worth reusing
             abstained = not passages or is_abstention(text)
             entry = CachedAnswer(text, tuple(citations), usage.reference_cost_usd)
             self._cache.store(tenant, question, vector, entry, abstained)
@@ -189,17 +212,18 @@ class QueryPipeline:
             cache="miss",
             cache_similarity=lookup.similarity if lookup is not None else None,
             route=route,
+            finish_reason=finish_reason,
         )
 
     # -- generation ---------------------------------------------------------------------------------
 
     def _call(
-        self, tier: str, messages: list[ChatMessage], spent: list[TierUsage], emit: bool
+        self, tier: str, messages: list[ChatMessage], spent: list[TierUsage], max_tokens: int, emit: bool
     ) -> Generator[str, None, Generation]:
         """One generation call, its text pieces passed on when ``emit``; its usage lands in ``spent``
         whether it completes or is abandoned (counted on the text generated so far)."""
         settings = self._settings
-        stream = self._llms[tier].stream(messages, settings.max_answer_tokens)
+        stream = self._llms[tier].stream(messages, max_tokens)
         pieces: list[str] = []
         try:
             while True:
@@ -226,27 +250,28 @@ class QueryPipeline:
         passages: list[Passage],
         spent: list[TierUsage],
         cheap_only: bool,
+        max_tokens: int,
         emit: bool,
-    ) -> Generator[str, None, tuple[str, Route]]:
+    ) -> Generator[str, None, tuple[Generation, Route]]:
         """One call when routing is fixed; in a cascade the cheap tier first (its answer sent whole once
         the router accepts it), the strong one, streamed, only if the check fails. Near the tenant's
         budget only the cheap tier answers. With ``emit`` off nothing is sent: the caller checks the
         answer's grounding first."""
         s = self._settings
         if cheap_only:
-            generation = yield from self._call(s.cheap_tier, messages, spent, emit=emit)
-            return generation.text, Route(s.cheap_tier, "near the tenant's daily budget: cheap tier only")
+            generation = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=emit)
+            return generation, Route(s.cheap_tier, "near the tenant's daily budget: cheap tier only")
         if s.routing == "fixed" or self._router is None:
-            generation = yield from self._call(s.default_tier, messages, spent, emit=emit)
-            return generation.text, Route(s.default_tier, "routing is fixed")
-        cheap = yield from self._call(s.cheap_tier, messages, spent, emit=False)
+            generation = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
+            return generation, Route(s.default_tier, "routing is fixed")
+        cheap = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=False)
         verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence, question)
         if verdict.accept:
             if emit:
                 yield cheap.text
-            return cheap.text, Route(s.cheap_tier, verdict.reason)
-        strong = yield from self._call(s.default_tier, messages, spent, emit=emit)
-        return strong.text, Route(s.default_tier, verdict.reason, escalated=True)
+            return cheap, Route(s.cheap_tier, verdict.reason)
+        strong = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
+        return strong, Route(s.default_tier, verdict.reason, escalated=True)
 
     # -- accounting ---------------------------------------------------------------------------------
 

@@ -94,6 +94,9 @@ class Service:
     indexer: Indexer
     retriever: HybridRetriever
     pipeline: QueryPipeline
+    # The strong tier on every question, same retrieval, keys and budgets, no answer cache (its entries may
+    # come from the cheap tier): what a client asks for by the model name ``costrag-strong``.
+    strong_pipeline: QueryPipeline
     # Embedded: the data dir's lock (one process owns it). Server mode: the shared database, and this
     # process's writer lock in it; workers may then share a data dir (it holds only derived files).
     _lock_handle: IO[str] | None
@@ -168,6 +171,10 @@ class Service:
             retriever=retriever,
             pipeline=QueryPipeline(
                 settings, retriever, llms, query_embedder.embed_query, cache, router_for(settings, reranker), ledger
+            ),
+            strong_pipeline=QueryPipeline(
+                settings.model_copy(update={"routing": "fixed"}), retriever, llms, query_embedder.embed_query,
+                ledger=ledger,
             ),
             _lock_handle=lock,
             _database=database,

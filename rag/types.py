@@ -158,6 +158,7 @@ class Answer:
     cache: str = "miss"  # "hit" when the answer came from the answer cache
     cache_similarity: float | None = None  # similarity of the nearest cached question, if any
     route: Route | None = None  # None when no model was asked (cache hit, nothing retrieved)
+    finish_reason: str = "stop"  # "length" when the answer reached its token limit
 
 
 @dataclass(frozen=True)

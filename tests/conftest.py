@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -44,6 +45,15 @@ def load_jsonl(path: Path) -> list[dict]:
 def xquad() -> tuple[dict[str, dict], list[dict]]:
     corpus = {doc["id"]: doc for doc in load_jsonl(DATASETS / "xquad_en" / "corpus.jsonl")}
     return corpus, load_jsonl(DATASETS / "xquad_en" / "queries.jsonl")
+
+
+def as_text_file(doc: dict) -> tuple[str, bytes]:
+    """A dataset document as a user would upload it: Markdown, its title as the heading."""
+    return f"{doc['id'].replace('#', '_')}.md", f"# {doc['title']}\n\n{doc['text']}\n".encode()
+
+
+def upload(client: httpx.Client, *files: tuple[str, bytes]) -> httpx.Response:
+    return client.post("/v1/documents", files=[("files", (name, io.BytesIO(data))) for name, data in files])
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:

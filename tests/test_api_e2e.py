@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, as_text_file, upload
 
 QUESTION_ID = "56dde1d966d3e219004dad8d"  # "Who upon arriving gave the original viking settlers a common identity?"
 OTHER_DOC = "Super_Bowl_50#0"
 STREAM_QUESTION_ID = "57115ff82419e314009555c4"  # "In a steam turbine, what are rotors mounted on?"
 PARAPHRASE = "Upon arriving, who gave the original Viking settlers a common identity?"
-
-
-def as_text_file(doc: dict) -> tuple[str, bytes]:
-    return f"{doc['id'].replace('#', '_')}.md", f"# {doc['title']}\n\n{doc['text']}\n".encode()
-
-
-def upload(client: httpx.Client, *files: tuple[str, bytes]) -> httpx.Response:
-    return client.post("/v1/documents", files=[("files", (name, io.BytesIO(data))) for name, data in files])
 
 
 def store_counts(server: LiveServer, document_id: str) -> tuple[int, int, int]:

@@ -381,7 +381,8 @@ def test_request_limits_are_422_naming_the_limit(
     response = client.post(route, json=body)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json()["error"] == {"code": "invalid_request", "message": message}
+    error = response.json()["error"]
+    assert (error["code"], error["message"], error["type"]) == ("invalid_request", message, "invalid_request_error")
 
 
 def test_limits_at_their_bounds_are_accepted(client: httpx.Client) -> None:

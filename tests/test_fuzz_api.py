@@ -6,8 +6,8 @@ its engine (the same one ``schemathesis run`` uses; its pytest loader does not w
 ids). The checks: no 5xx, the status code, content type and body of each response are the ones the schema
 declares, and invalid requests are refused with a 4xx. Then hypothesis goes where the schema's generators
 do not: questions with lone surrogates, NULs and control characters in raw JSON, and multipart parts with
-any bytes, names and declared types. POST /v1/query runs the local LLM, so this server answers with at
-most 8 tokens and that route gets few generated examples. Deterministic (fixed seeds, no example database).
+any bytes, names and declared types. POST /v1/query and POST /v1/chat/completions run the local LLM, so
+this server answers with at most 8 tokens and those routes get few generated examples. Deterministic (fixed seeds, no example database).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from schemathesis.engine import Status, events
 from tests.conftest import LiveServer, make_settings
 
 EXAMPLES = 80  # per operation and phase
-QUERY_EXAMPLES = 10  # each one may run the LLM (~2 s)
+QUERY_EXAMPLES = 10  # each one may run the LLM (~2 s): /v1/query and /v1/chat/completions
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -82,7 +82,10 @@ def _config(server: LiveServer) -> SchemathesisConfig:
             "generation": {"max-examples": EXAMPLES, "database": "none", "with-security-parameters": False},
             "phases": {"stateful": {"enabled": False}},
             "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
-            "operations": [{"include-path": "/v1/query", "generation": {"max-examples": QUERY_EXAMPLES}}],
+            "operations": [
+                {"include-path": path, "generation": {"max-examples": QUERY_EXAMPLES}}
+                for path in ("/v1/query", "/v1/chat/completions")
+            ],
         }
     )
 

@@ -8,10 +8,8 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_service, get_tenant
 from api.schemas import (
@@ -22,6 +20,7 @@ from api.schemas import (
     RetrieveRequest,
     RetrieveResponse,
 )
+from api.streaming import SSE_HEADERS, pieces
 from rag.errors import RagError
 from rag.service import Service
 from rag.types import Answer
@@ -29,25 +28,14 @@ from rag.types import Answer
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["query"])
 
-_END = object()
-
-
 def _event(name: str, payload: dict) -> str:
     return f"event: {name}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def _next(events: Iterator[str | Answer]) -> object:
-    return next(events, _END)
-
-
 async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
-    """Runs the pipeline's generator off the event loop; if the client leaves, the generator is closed
-    (shielded from the cancellation), which stops generation and counts the tokens already spent."""
+    """``token`` events as the answer is generated, then ``done`` with the whole response (or ``error``)."""
     try:
-        while True:
-            item = await run_in_threadpool(_next, events)
-            if item is _END:
-                return
+        async for item in pieces(events):
             if isinstance(item, Answer):
                 yield _event("done", QueryResponse.of(item).model_dump())
             else:
@@ -57,9 +45,6 @@ async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
     except Exception:
         log.exception("stream failed")
         yield _event("error", {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
-    finally:
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(events.close)
 
 
 @router.post(
@@ -79,11 +64,7 @@ def query(
     if request.stream:
         # Validation and the budget check raise here, before the stream starts: a plain JSON error.
         events = service.pipeline.answer_stream(request.question, tenant, request.top_k, request.token_budget)
-        return StreamingResponse(
-            _server_sent(events),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return StreamingResponse(_server_sent(events), media_type="text/event-stream", headers=SSE_HEADERS)
     answer = service.pipeline.answer(request.question, tenant, request.top_k, request.token_budget)
     return QueryResponse.of(answer)
 
