@@ -166,21 +166,34 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print the full response as JSON")] = False,
     top_k: Annotated[int | None, typer.Option(help="passages to retrieve")] = None,
     token_budget: Annotated[int | None, typer.Option(help="context tokens at most")] = None,
+    session: Annotated[
+        Path | None,
+        typer.Option(help="a conversation kept in this JSON file: its turns are the history, this one is added"),
+    ] = None,
     url: UrlOption = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Answer a question from the indexed documents, with citations and usage."""
+    history = _read_session(session) if session else []
     if url:
-        body = _http(url, "POST", "/v1/query", json={"question": question, "top_k": top_k, "token_budget": token_budget})
+        request = {"question": question, "top_k": top_k, "token_budget": token_budget, "history": history}
+        body = _http(url, "POST", "/v1/query", json=request)
     else:
         from api.schemas import QueryResponse
+        from rag.types import Turn
 
+        turns = tuple(Turn(t["question"], t["answer"]) for t in history)
         with _service(get_settings(), generation=True) as service:
-            answer = service.pipeline.answer(question, tenant, top_k, token_budget)
+            answer = service.pipeline.answer(question, tenant, top_k, token_budget, history=turns)
         body = QueryResponse.of(answer).model_dump()
+    if session:
+        history.append({"question": question, "answer": body["answer"]})
+        session.write_text(json.dumps(history, ensure_ascii=False, indent=1))
     if as_json:
         typer.echo(json.dumps(body, ensure_ascii=False, indent=2))
         return
+    if body.get("searched_question") not in (None, question):
+        typer.echo(f"(searched: {body['searched_question']})")
     typer.echo(body["answer"])
     for n, citation in enumerate(body["citations"], start=1):
         typer.echo(f"  [{n}] {citation['title']} ({citation['document_id']}): {citation['text'][:200]}")
@@ -189,6 +202,19 @@ def ask(
         f"  {usage['prompt_tokens']}+{usage['completion_tokens']} tokens, {usage['model']} ({usage['tier']}), "
         f"${usage['cost_usd']:.6f}, {body['latency_ms']:.0f} ms"
     )
+
+
+def _read_session(path: Path) -> list[dict[str, str]]:
+    """The turns saved in a session file (none yet when it does not exist)."""
+    if not path.exists():
+        return []
+    try:
+        turns = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(turns, list) or not all(isinstance(t, dict) and {"question", "answer"} <= t.keys() for t in turns):
+            raise ValueError("not a list of {question, answer}")
+    except ValueError as exc:
+        _fail(f"{path}: not a session file ({exc})")
+    return turns
 
 
 @app.command()
@@ -392,6 +418,40 @@ def _numbers(text: str, kind: type, option: str) -> list:
     if not values:
         _fail(f"{option} needs at least one value")
     return values
+
+
+@eval_app.command("rewrite")
+def eval_rewrite(
+    dataset: Annotated[Path, typer.Option(help="a CANARD folder (turns.jsonl)")],
+    out: Annotated[Path, typer.Option(help="write the scores (one object per method) and every rewrite as JSON")],
+    sample: Annotated[int | None, typer.Option(help="a seeded random sample of N turns")] = None,
+    seed: Annotated[int, typer.Option(help="the sample's seed")] = 0,
+    limit: Annotated[int | None, typer.Option(help="the first N turns only")] = None,
+    memo: Annotated[
+        Path, typer.Option(help="generations already made, by prompt (reused: the tiers decode greedily)")
+    ] = Path("data/eval/generations.sqlite"),
+) -> None:
+    """Follow-up questions made standalone by the service, against people's rewrites."""
+    import random
+
+    from evals import rewrite
+
+    if sample is not None and limit is not None:
+        _fail("give --sample or --limit, not both")
+    try:
+        turns = rewrite.load_turns(dataset)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    if sample is not None:
+        turns = random.Random(seed).sample(turns, min(sample, len(turns)))
+    elif limit is not None:
+        turns = turns[:limit]
+    result = rewrite.run(turns, get_settings(), memo)
+    result["selection"] = {"sample": sample, "seed": seed, "limit": limit, "dataset": str(dataset)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    typer.echo(rewrite.table(result))
+    typer.echo(f"wrote {out}", err=True)
 
 
 def _switches(text: str, option: str) -> list[bool]:

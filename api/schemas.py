@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.types import Answer, DocumentRecord
+from rag.types import Answer, DocumentRecord, Turn
 
 
 class DocumentStatus(BaseModel):
@@ -74,12 +74,26 @@ class RetrieveRequest(BaseModel):
     )
 
 
+class TurnIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+    question: str
+    answer: str
+
+
 class QueryRequest(RetrieveRequest):
+    history: list[TurnIn] = Field(
+        default_factory=list,
+        description="the conversation's earlier turns, oldest first: a follow-up ('When did they disband?') "
+        "is made standalone before the answer cache and retrieval see it; the cost is in the usage block",
+    )
     stream: bool = Field(
         default=False,
         description="answer as server-sent events: 'token' events with the text as it is generated, "
         "then one 'done' event holding the whole response (citations, usage)",
     )
+
+    def turns(self) -> tuple[Turn, ...]:
+        return tuple(Turn(t.question, t.answer) for t in self.history)
 
 
 class CitationOut(BaseModel):
@@ -130,6 +144,10 @@ class QueryResponse(BaseModel):
     stage_ms: dict[str, float]
     cache: Literal["hit", "miss"] = Field(description="hit: answered from the answer cache, at no token cost")
     cache_similarity: float | None = Field(description="similarity of the nearest cached question (1.0 = the same)")
+    searched_question: str | None = Field(
+        default=None,
+        description="what retrieval and the answer cache were given: the question, or a follow-up made standalone",
+    )
     routing: RouteOut | None = Field(description="which tier answered and why; null when no model was asked")
     debug: dict[str, Any] = Field(
         default_factory=dict,
@@ -152,6 +170,7 @@ class QueryResponse(BaseModel):
             debug=answer.debug,
             cache=answer.cache,
             cache_similarity=None if answer.cache_similarity is None else round(answer.cache_similarity, 4),
+            searched_question=answer.searched_question,
             routing=RouteOut(**vars(answer.route)) if answer.route else None,
         )
 

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
 from rag.cache.semantic import CachedAnswer, SemanticCache
+from rag.conversation.rewriter import FollowUpRewriter
 from rag.errors import InvalidRequest
 from rag.generation.llm.base import LLM, ChatMessage, Generation
 from rag.generation.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.generation.router import CascadeRouter
 from rag.settings import Settings
 from rag.tokens import count_tokens
-from rag.types import Answer, Passage, Retrieval, Route, TierUsage, Usage
+from rag.types import Answer, Passage, Retrieval, Route, TierUsage, Turn, Usage
 from rag.usage.accounting import CACHE_HIT, cost_usd, count_prompt_tokens, generation_usage, total_usage
 from rag.usage.ledger import UsageLedger
 
@@ -34,6 +35,8 @@ class Retriever(Protocol):
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, every surrogate is unpaired (pairs decode to one char)
+# An earlier answer in a conversation's history may be this many times as long as a question.
+ANSWER_CHARS_PER_QUESTION_CHAR = 10
 
 
 class QueryPipeline:
@@ -46,6 +49,7 @@ class QueryPipeline:
         cache: SemanticCache | None = None,
         router: CascadeRouter | None = None,
         ledger: UsageLedger | None = None,
+        rewriter: FollowUpRewriter | None = None,
     ) -> None:
         missing = set(settings.tiers) - set(llms)
         if missing:
@@ -59,6 +63,7 @@ class QueryPipeline:
         self._llms = llms
         self._embed_query = embed_query
         self._cache = cache
+        self._rewriter = rewriter
 
     def validate(self, question: str, top_k: int | None, token_budget: int | None) -> tuple[str, int, int]:
         s = self._settings
@@ -88,8 +93,9 @@ class QueryPipeline:
         top_k: int | None = None,
         token_budget: int | None = None,
         max_answer_tokens: int | None = None,
+        history: Sequence[Turn] = (),
     ) -> Answer:
-        for event in self.answer_stream(question, tenant, top_k, token_budget, max_answer_tokens):
+        for event in self.answer_stream(question, tenant, top_k, token_budget, max_answer_tokens, history):
             if isinstance(event, Answer):
                 return event
         raise AssertionError("answer_stream ended without an Answer")
@@ -101,11 +107,14 @@ class QueryPipeline:
         top_k: int | None = None,
         token_budget: int | None = None,
         max_answer_tokens: int | None = None,
+        history: Sequence[Turn] = (),
     ) -> Iterator[str | Answer]:
         """Pieces of the answer's text as they are generated, then the ``Answer`` itself.
 
         Validation and the budget check run before the first item, so a refused question raises at once.
         ``max_answer_tokens`` lowers the answer's token limit for this question (never above the setting).
+        ``history``: the conversation's earlier turns; a follow-up is made standalone before the answer
+        cache and retrieval see it (``rag/conversation``), and what that cost is in the usage block.
         """
         started = time.perf_counter()
         s = self._settings
@@ -114,7 +123,24 @@ class QueryPipeline:
         if max_answer_tokens is not None and max_answer_tokens < 1:
             raise InvalidRequest("the answer's token limit must be at least 1")
         limit = min(max_answer_tokens or s.max_answer_tokens, s.max_answer_tokens)
-        return self._stream(question, tenant, top_k, token_budget, mode == "cheap_only", started, limit)
+        history = self.validate_history(history)
+        return self._stream(question, tenant, top_k, token_budget, mode == "cheap_only", started, limit, history)
+
+    def validate_history(self, history: Sequence[Turn]) -> tuple[Turn, ...]:
+        s = self._settings
+        if len(history) > s.max_history_turns:
+            raise InvalidRequest(f"history has {len(history)} turns; the limit is {s.max_history_turns}", "history")
+        longest = s.max_question_chars * ANSWER_CHARS_PER_QUESTION_CHAR
+        for number, turn in enumerate(history, start=1):
+            if len(turn.question) > s.max_question_chars or len(turn.answer) > longest:
+                raise InvalidRequest(
+                    f"history turn {number} is too long (questions up to {s.max_question_chars} characters, "
+                    f"answers up to {longest})",
+                    "history",
+                )
+            if _SURROGATE.search(turn.question + turn.answer):
+                raise InvalidRequest(f"history turn {number} is not valid Unicode (an unpaired surrogate)", "history")
+        return tuple(history)
 
     def _stream(
         self,
@@ -125,7 +151,16 @@ class QueryPipeline:
         cheap_only: bool,
         started: float,
         max_tokens: int,
+        history: tuple[Turn, ...],
     ) -> Iterator[str | Answer]:
+        spent: list[TierUsage] = []  # every model call, appended as soon as it ends or is abandoned
+        conversation: dict[str, object] = {}
+        if history and self._rewriter is not None:
+            rewrite = self._rewriter.rewrite(question, history)
+            spent += rewrite.generations
+            conversation = {"asked": question, "searched": rewrite.question, "reason": rewrite.reason}
+            question = rewrite.question
+        answer_calls = len(spent)  # the calls before this one made the question, not the answer
         vector = self._embed_query(question)  # once: for the cache and for dense retrieval
         embedding_tokens = count_tokens(question)
         after_embed = time.perf_counter()
@@ -133,7 +168,9 @@ class QueryPipeline:
         after_cache = time.perf_counter()
         if lookup is not None and lookup.hit:
             usage = replace(
-                CACHE_HIT,
+                total_usage(spent) if spent else CACHE_HIT,
+                model="cache",
+                tier="cache",
                 embedding_tokens=embedding_tokens,
                 reference_cost_usd=lookup.answer.reference_cost_usd,
                 saved_by=("cache",),
@@ -146,9 +183,13 @@ class QueryPipeline:
                 usage=usage,
                 latency_ms=(after_cache - started) * 1000,
                 stage_ms={"embed": (after_embed - started) * 1000, "cache": (after_cache - after_embed) * 1000},
-                debug={"cache": {"reason": lookup.reason, "cached_question": lookup.cached_question}},
+                debug={
+                    "cache": {"reason": lookup.reason, "cached_question": lookup.cached_question},
+                    **({"conversation": conversation} if conversation else {}),
+                },
                 cache="hit",
                 cache_similarity=lookup.similarity,
+                searched_question=question,
             )
             return
         retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
@@ -156,7 +197,6 @@ class QueryPipeline:
         passages = list(retrieval.passages)
         route: Route | None = None
         finish_reason = "stop"
-        spent: list[TierUsage] = []  # every generation call, appended as soon as it ends or is abandoned
         finished = False
         try:
             if not passages:
@@ -182,10 +222,11 @@ class QueryPipeline:
             finished = True
         finally:
             if not finished and spent:  # abandoned mid-stream (or failed after an earlier call was paid)
-                partial = self._usage(question, spent, retrieval, embedding_tokens, route)
-                self._record(tenant, partial, cache_hit=False, escalated=len(spent) > 1, aborted=True)
+                partial = self._usage(question, spent, answer_calls, retrieval, embedding_tokens, route)
+                escalated = len(spent) - answer_calls > 1
+                self._record(tenant, partial, cache_hit=False, escalated=escalated, aborted=True)
         text = text or NO_ANSWER
-        usage = self._usage(question, spent, retrieval, embedding_tokens, route)
+        usage = self._usage(question, spent, answer_calls, retrieval, embedding_tokens, route)
         self._record(tenant, usage, cache_hit=False, escalated=bool(route and route.escalated))
         done = time.perf_counter()
         if self._cache is not None and finish_reason != "length":  # a cut-off answer is not worth reusing
@@ -202,6 +243,8 @@ class QueryPipeline:
         debug: dict[str, object] = {"retrieval": retrieval.debug}
         if lookup is not None:
             debug["cache"] = {"reason": lookup.reason}
+        if conversation:
+            debug["conversation"] = conversation
         yield Answer(
             answer=text,
             citations=tuple(citations),
@@ -213,6 +256,7 @@ class QueryPipeline:
             cache_similarity=lookup.similarity if lookup is not None else None,
             route=route,
             finish_reason=finish_reason,
+            searched_question=question,
         )
 
     # -- generation ---------------------------------------------------------------------------------
@@ -279,12 +323,14 @@ class QueryPipeline:
         self,
         question: str,
         spent: list[TierUsage],
+        answer_calls: int,
         retrieval: Retrieval,
         embedding_tokens: int,
         route: Route | None,
     ) -> Usage:
-        """The answer's usage block: its calls summed, and the reference it is measured against — the
-        strong tier over the untrimmed top 10, counted on that prompt with this answer's completion."""
+        """The answer's usage block: its calls summed (``spent[answer_calls:]`` answered; those before made
+        the question standalone), and the reference it is measured against — the strong tier over the
+        untrimmed top 10, counted on that prompt with this answer's completion."""
         usage = total_usage(spent)
         reference_cost = None
         saved_by: list[str] = []
@@ -294,9 +340,10 @@ class QueryPipeline:
                 question, retrieval.reference_passages, self._settings.injection_defense
             )
             reference_prompt = count_prompt_tokens(reference_messages)
-            completion = spent[-1].completion_tokens if spent else 0
+            answered = spent[answer_calls:]
+            completion = answered[-1].completion_tokens if answered else 0
             reference_cost = cost_usd(strong, reference_prompt, completion)
-            if spent and spent[-1].prompt_tokens < reference_prompt:
+            if answered and answered[-1].prompt_tokens < reference_prompt:
                 saved_by.append("trim")
             if route is not None and route.tier != self._settings.default_tier:
                 saved_by.append("routing")

@@ -28,6 +28,8 @@ from kg.expand import GraphExpander
 from kg.graph import KnowledgeGraph
 from rag.cache.semantic import SemanticCache, embedded_entries
 from rag.cache.verifier import load_verifier
+from rag.conversation.history import HistoryParams, HistoryWindow
+from rag.conversation.rewriter import FollowUpRewriter
 from rag.database.pool import open_pool
 from rag.database.schema import require_current
 from rag.database.sql import PostgresSql
@@ -151,6 +153,7 @@ class Service:
         retriever = _retriever(settings, query_embedder, dense, lexical, registry, reranker, graph)
         ledger_rows = SqlLedgerStore(shared) if shared else SqlLedgerStore.embedded(settings.data_dir / "usage.sqlite")
         ledger = UsageLedger(ledger_rows)
+        rewriter = follow_up_rewriter(settings, llms)
         keys = None
         if settings.auth == "api_keys":
             keys = KeyStore(shared) if shared else KeyStore.embedded(settings.data_dir / KEYS_FILE)
@@ -170,11 +173,22 @@ class Service:
             indexer=indexer,
             retriever=retriever,
             pipeline=QueryPipeline(
-                settings, retriever, llms, query_embedder.embed_query, cache, router_for(settings, reranker), ledger
+                settings,
+                retriever,
+                llms,
+                query_embedder.embed_query,
+                cache,
+                router_for(settings, reranker),
+                ledger,
+                rewriter,
             ),
             strong_pipeline=QueryPipeline(
-                settings.model_copy(update={"routing": "fixed"}), retriever, llms, query_embedder.embed_query,
+                settings.model_copy(update={"routing": "fixed"}),
+                retriever,
+                llms,
+                query_embedder.embed_query,
                 ledger=ledger,
+                rewriter=rewriter,
             ),
             _lock_handle=lock,
             _database=database,
@@ -299,3 +313,11 @@ def _retriever(
         graph_params=fitted.graph,
         link_params=LinkParams(enabled=settings.link_passages, keep_score=settings.link_keep_score),
     )
+
+
+def follow_up_rewriter(settings: Settings, llms: Mapping[str, LLM]) -> FollowUpRewriter:
+    """Follow-ups made standalone by the cheap tier, the history shown to it bounded by the settings."""
+    tier = settings.tiers[settings.cheap_tier]
+    params = HistoryParams(settings.conversation_history_tokens, settings.conversation_summary_tokens)
+    window = HistoryWindow(llms[settings.cheap_tier], settings.cheap_tier, tier, params)
+    return FollowUpRewriter(llms[settings.cheap_tier], settings.cheap_tier, tier, window, tokenize)

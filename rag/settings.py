@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     token_budget: int = Field(default=1500, ge=64)
     max_token_budget: int = Field(default=3000, ge=64)
     max_question_chars: int = Field(default=2000, ge=1)
+    # Conversations (rag/conversation/): a follow-up's earlier turns, at most max_history_turns of them,
+    # are shown to the rewriter within conversation_history_tokens, of which a summary of the older turns
+    # (by the cheap tier) takes at most conversation_summary_tokens.
+    max_history_turns: int = Field(default=100, ge=0)
+    conversation_history_tokens: int = Field(default=400, ge=64)
+    conversation_summary_tokens: int = Field(default=120, ge=16)
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files_per_request: int = Field(default=32, ge=1)

@@ -102,6 +102,14 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of a conversation: what was asked and what was answered."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class TierUsage:
     """One generation call: its tier, model, tokens and price (see ``rag.usage.accounting``)."""
 
@@ -159,6 +167,8 @@ class Answer:
     cache_similarity: float | None = None  # similarity of the nearest cached question, if any
     route: Route | None = None  # None when no model was asked (cache hit, nothing retrieved)
     finish_reason: str = "stop"  # "length" when the answer reached its token limit
+    # What retrieval and the answer cache were given: the question, or a follow-up made standalone.
+    searched_question: str | None = None
 
 
 @dataclass(frozen=True)

@@ -157,3 +157,59 @@ def test_what_it_cannot_do_is_refused_as_openai_refuses(
         sdk.chat.completions.create(**arguments)
     assert raised.value.body["param"] == param, raised.value.body
     assert raised.value.body["type"] == "invalid_request_error" and raised.value.body["message"]
+
+
+BANDS = {
+    "abba.md": "# ABBA\n\nABBA was a Swedish pop group formed in Stockholm in 1972 by Agnetha Fältskog, Björn "
+    "Ulvaeus, Benny Andersson and Anni-Frid Lyngstad. ABBA disbanded in 1982 and reunited in 2021.\n",
+    "beatles.md": "# The Beatles\n\nThe Beatles were an English rock band formed in Liverpool in 1960 by John "
+    "Lennon, Paul McCartney, George Harrison and Ringo Starr. The Beatles disbanded in 1970.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def bands(live_server: LiveServer) -> LiveServer:
+    with httpx.Client(base_url=live_server.url, headers=live_server.auth_headers, timeout=300) as http:
+        assert upload(http, *((name, text.encode()) for name, text in BANDS.items())).status_code == 201
+    return live_server
+
+
+def test_one_follow_up_in_two_conversations_never_shares_an_answer(bands: LiveServer) -> None:
+    """"When did they disband?" is searched as a question about each conversation's band: the second
+    asking is not served the first one's answer from the cache."""
+    conversations = {
+        "ABBA": [{"question": "Who were ABBA?", "answer": "A Swedish pop group formed in Stockholm in 1972."}],
+        "The Beatles": [{"question": "Tell me about The Beatles.", "answer": "An English rock band from Liverpool."}],
+    }
+    with httpx.Client(base_url=bands.url, headers=bands.auth_headers, timeout=300) as http:
+        bodies = {
+            band: http.post("/v1/query", json={"question": "When did they disband?", "history": history}).json()
+            for band, history in conversations.items()
+        }
+        alone = http.post("/v1/query", json={"question": "When did they disband?"}).json()
+    for band, body in bodies.items():
+        assert band in body["searched_question"], body["debug"]["conversation"]
+        assert body["cache"] == "miss"
+        assert body["debug"]["conversation"]["asked"] == "When did they disband?"
+        # The rewrite is one more call of the cheap tier, counted in the answer's usage.
+        calls = body["usage"]["generations"]
+        assert calls[0]["tier"] == "cheap" and len(calls) >= 2
+        assert body["usage"]["prompt_tokens"] == sum(c["prompt_tokens"] for c in calls)
+        assert body["citations"] and band in body["citations"][0]["title"]
+    # Without a history there is nothing to resolve: searched as asked, no rewrite call.
+    assert alone["searched_question"] == "When did they disband?" and "conversation" not in alone["debug"]
+
+
+def test_a_chat_follow_up_is_made_standalone(bands: LiveServer, sdk: openai.OpenAI) -> None:
+    completion = sdk.chat.completions.create(
+        model="costrag",
+        messages=[
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Tell me about The Beatles."},
+            {"role": "assistant", "content": "An English rock band formed in Liverpool in 1960."},
+            {"role": "user", "content": "Where were they formed?"},
+        ],
+    )
+    own = completion.model_extra["costrag"]
+    assert "The Beatles" in own["searched_question"] and own["debug"]["conversation"]["reason"]
+    assert completion.usage.prompt_tokens == sum(g["prompt_tokens"] for g in own["usage"]["generations"])

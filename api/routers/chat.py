@@ -1,7 +1,8 @@
 """/v1/chat/completions and /v1/models: OpenAI's chat protocol over the same pipeline as /v1/query.
 
-An adapter, not a second pipeline: the conversation's last user message is the question, a model name
-picks a service profile, and the answer, its usage and its citations are the ones /v1/query gives.
+An adapter, not a second pipeline: the conversation's last user message is the question and the
+messages before it its history (a follow-up is made standalone as on /v1/query), a model name picks a
+service profile, and the answer, its usage and its citations are the ones /v1/query gives.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from api.streaming import SSE_HEADERS, pieces
 from rag.errors import InvalidRequest, RagError, UnknownModel
 from rag.pipeline import QueryPipeline
 from rag.service import Service
-from rag.types import Answer
+from rag.types import Answer, Turn
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=[OPENAI_TAG])
@@ -70,6 +71,24 @@ def _text(message: ChatMessageIn) -> str:
     if other:
         raise InvalidRequest(f"only text content is supported, not {', '.join(other)}", "messages")
     return "\n".join(part.text or "" for part in parts)
+
+
+def _history(messages: list[ChatMessageIn]) -> tuple[Turn, ...]:
+    """The conversation before the question as turns: each user message with the assistant's reply to it
+    (system, developer and tool messages say nothing about what the question refers to)."""
+    turns: list[Turn] = []
+    asked: str | None = None
+    for message in messages:
+        if message.role == "user":
+            if asked is not None:
+                turns.append(Turn(asked, ""))
+            asked = _text(message)
+        elif message.role == "assistant" and asked is not None:
+            turns.append(Turn(asked, _text(message)))
+            asked = None
+    if asked is not None:
+        turns.append(Turn(asked, ""))
+    return tuple(turns)
 
 
 def _question(request: ChatCompletionRequest) -> str:
@@ -121,16 +140,17 @@ def chat_completions(
     ``max_completion_tokens`` (or ``max_tokens``) lowers the answer's token limit, never past the service's."""
     pipeline = _pipeline(service, request.model)
     question = _question(request)
+    history = _history(request.messages[:-1])
     limit = request.max_completion_tokens or request.max_tokens
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if request.stream:
         # Validation and the budget check raise here, before the stream starts: a plain JSON error.
-        events = pipeline.answer_stream(question, tenant, max_answer_tokens=limit)
+        events = pipeline.answer_stream(question, tenant, max_answer_tokens=limit, history=history)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         chunks = _chunks(events, completion_id, created, request.model, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
-    answer = pipeline.answer(question, tenant, max_answer_tokens=limit)
+    answer = pipeline.answer(question, tenant, max_answer_tokens=limit, history=history)
     return ChatCompletion(
         id=completion_id,
         created=created,

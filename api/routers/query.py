@@ -63,9 +63,13 @@ def query(
 ) -> QueryResponse | StreamingResponse:
     if request.stream:
         # Validation and the budget check raise here, before the stream starts: a plain JSON error.
-        events = service.pipeline.answer_stream(request.question, tenant, request.top_k, request.token_budget)
+        events = service.pipeline.answer_stream(
+            request.question, tenant, request.top_k, request.token_budget, history=request.turns()
+        )
         return StreamingResponse(_server_sent(events), media_type="text/event-stream", headers=SSE_HEADERS)
-    answer = service.pipeline.answer(request.question, tenant, request.top_k, request.token_budget)
+    answer = service.pipeline.answer(
+        request.question, tenant, request.top_k, request.token_budget, history=request.turns()
+    )
     return QueryResponse.of(answer)
 
 
