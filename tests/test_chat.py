@@ -80,7 +80,7 @@ def test_a_plain_call_answers_from_the_documents_with_its_usage_and_citations(
 
 
 def test_a_streamed_call_ends_with_the_usage_chunk(ready: tuple[LiveServer, dict, dict], sdk: openai.OpenAI) -> None:
-    _, query, gold = ready
+    _, query, _ = ready
     question = f"{query['question']} Answer briefly."  # not the cached question: the stream is generated
     stream = sdk.chat.completions.create(
         model="costrag-strong",
@@ -129,9 +129,9 @@ def test_max_tokens_cuts_the_answer(ready: tuple[LiveServer, dict, dict], sdk: o
 
 
 def test_a_bad_key_is_the_sdks_authentication_error(live_server: LiveServer) -> None:
-    with openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="not-a-key", max_retries=0) as client:
-        with pytest.raises(openai.AuthenticationError) as raised:
-            client.chat.completions.create(model="costrag", messages=[{"role": "user", "content": "Hi?"}])
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="not-a-key", max_retries=0)
+    with client, pytest.raises(openai.AuthenticationError) as raised:
+        client.chat.completions.create(model="costrag", messages=[{"role": "user", "content": "Hi?"}])
     assert raised.value.status_code == 401 and raised.value.type == "authentication_error"
 
 

@@ -37,10 +37,18 @@ def test_ingest_docs_ask_delete(tmp_path: Path, xquad) -> None:
     documents = json.loads(run(data_dir, "docs", "--json").stdout)
     assert sorted(d["name"] for d in documents) == ["bowl.txt", "socal.md"]
 
-    body = json.loads(run(data_dir, "ask", "Which team was suspended from the MLS?", "--json").stdout)
+    session = tmp_path / "chat.json"
+    body = json.loads(run(data_dir, "ask", "Which team was suspended from the MLS?", "--json", "--session", str(session)).stdout)
     socal_id = next(d["id"] for d in documents if d["name"] == "socal.md")
     assert "chivas" in body["answer"].lower()
     assert body["citations"][0]["document_id"] == socal_id and body["usage"]["cost_usd"] > 0
+    # A follow-up in the same session is searched as a standalone question; the session keeps both turns.
+    follow_up = json.loads(run(data_dir, "ask", "Why was it suspended?", "--json", "--session", str(session)).stdout)
+    assert follow_up["debug"]["conversation"]["asked"] == "Why was it suspended?"
+    assert follow_up["searched_question"] != "Why was it suspended?"
+    turns = json.loads(session.read_text())
+    assert [t["question"] for t in turns] == ["Which team was suspended from the MLS?", "Why was it suspended?"]
+    assert turns[0]["answer"] == body["answer"]
 
     assert "deleted" in run(data_dir, "delete", socal_id).stdout
     assert [d["name"] for d in json.loads(run(data_dir, "docs", "--json").stdout)] == ["bowl.txt"]

@@ -41,8 +41,8 @@ class ScriptedLLM:
         return Generation(reply, "stop")
 
 
-def rewriter(llm: ScriptedLLM, params: HistoryParams = HistoryParams()) -> FollowUpRewriter:
-    return FollowUpRewriter(llm, "cheap", TIER, HistoryWindow(llm, "cheap", TIER, params), tokenize)
+def rewriter(llm: ScriptedLLM) -> FollowUpRewriter:
+    return FollowUpRewriter(llm, "cheap", TIER, HistoryWindow(llm, "cheap", TIER, HistoryParams()), tokenize)
 
 
 @pytest.mark.parametrize(
