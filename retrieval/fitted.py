@@ -1,6 +1,7 @@
 """The retrieval parameters fitted on the DEV data (``evals/fit_weighting.py`` writes them, and
-``evals/fit_trim.py`` the trim's focus rule), as one
-versioned file shipped with the code: ``retrieval/params/fitted.json``."""
+``evals/fit_trim.py`` the trim's focus rule; the trim's floor is chosen on answers from the ``rag tune``
+sweeps, docs/results/quality.md), as one versioned file shipped with the code:
+``retrieval/params/fitted.json``."""
 
 from __future__ import annotations
 
