@@ -21,6 +21,40 @@ class UploadResponse(BaseModel):
     documents: list[DocumentStatus]
 
 
+class ChunkPlan(BaseModel):
+    index: int
+    start: int = Field(description="offset of the chunk's first character in the parsed text")
+    end: int
+    token_count: int
+    heading: str | None = None
+    page: int | None = None
+
+
+class FileEstimate(BaseModel):
+    name: str
+    status: Literal["new", "duplicate", "rejected"] = Field(
+        description="new: an upload would index it; duplicate: the same bytes are indexed already"
+    )
+    document_id: str | None = Field(description="the id an upload gives it (the existing one for a duplicate)")
+    chunks: list[ChunkPlan] = Field(description="the chunks an upload would store, in order")
+    tokens: int = Field(description="tokens of the chunks' text")
+    embedding_tokens: int = Field(description="tokens the embedder would read (each chunk with its title)")
+    error: str | None = None
+
+
+class UploadEstimate(BaseModel):
+    """A dry run: what uploading these files would do and cost, with nothing written."""
+
+    documents: list[FileEstimate]
+    chunks: int = Field(description="new chunks over all files (duplicates and rejections add none)")
+    tokens: int
+    embedding_tokens: int
+    embedding_seconds: float | None = Field(
+        description="at this process's measured embedding speed; null before it has embedded anything"
+    )
+    embedding_cost_usd: float = Field(description="the packaged embedder runs locally: no per-token price")
+
+
 class DocumentOut(BaseModel):
     id: str
     name: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,12 +25,14 @@ from indexing.registry import INDEXED, DocumentRegistry
 from indexing.stores.base import DenseStore, GraphStore, LexicalStore
 from indexing.writers import SoleWriter, WriterLiveness
 from rag.errors import PayloadTooLarge, RagError, StoreError
+from rag.tokens import count_tokens
 from rag.types import Chunk, DocumentRecord, utc_now
 
 log = logging.getLogger(__name__)
 
 # Documents prepared and written together: one embedding call, one write per store.
 WRITE_GROUP = 64
+MIN_TOKENS_TO_TIME = 200  # a smaller write is mostly fixed overhead: its speed says little
 
 
 class IndexListener(Protocol):
@@ -52,6 +55,19 @@ class IngestOutcome:
     name: str
     status: Literal["indexed", "duplicate", "rejected"]
     document: DocumentRecord | None = None
+    error: RagError | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What indexing an upload would do, found by parsing and chunking it without writing any store:
+    its chunks exactly as an upload now would store them, and the tokens the embedder would read."""
+
+    name: str
+    status: Literal["new", "duplicate", "rejected"]
+    document: DocumentRecord | None = None
+    chunks: tuple[Chunk, ...] = ()
+    embedding_tokens: int = 0
     error: RagError | None = None
 
 
@@ -95,6 +111,7 @@ class Indexer:
         self._chunker = chunker
         self._max_upload_bytes = max_upload_bytes
         self._write_lock = threading.Lock()
+        self._embed_rate: float | None = None  # embedding tokens per second, as measured on real writes
 
     def add(self, upload: Upload, tenant: str) -> IngestOutcome:
         return self.add_many([upload], tenant)[0]
@@ -116,6 +133,31 @@ class Indexer:
         if group:
             outcomes += self._add_group(group, tenant, on_done)
         return outcomes
+
+    def estimate_many(self, uploads: Iterable[Upload], tenant: str) -> list[Estimate]:
+        """What ``add_many`` would do with these uploads, without writing anything (a dry run)."""
+        estimates: list[Estimate] = []
+        seen: set[str] = set()
+        for upload in uploads:
+            try:
+                item = self._prepare(upload, tenant)
+            except RagError as error:
+                estimates.append(Estimate(upload.name, "rejected", error=error))
+                continue
+            existing = self._registry.find_by_hash(tenant, item.record.content_hash)
+            known = existing is not None and (existing[1] == INDEXED or self._writers.alive(existing[2]))
+            duplicate = known or item.record.content_hash in seen
+            seen.add(item.record.content_hash)
+            tokens = sum(count_tokens(indexed_text(chunk)) for chunk in item.chunks)
+            estimates.append(
+                Estimate(upload.name, "duplicate" if duplicate else "new", item.record, item.chunks, tokens)
+            )
+        return estimates
+
+    @property
+    def embedding_tokens_per_second(self) -> float | None:
+        """This process's embedding speed, from its writes so far (None before the first)."""
+        return self._embed_rate
 
     def _add_group(
         self, uploads: Sequence[Upload], tenant: str, on_done: Callable[[IngestOutcome], None] | None
@@ -205,7 +247,9 @@ class Indexer:
         chunks = [chunk for item in items for chunk in item.chunks]
         texts = [indexed_text(chunk) for chunk in chunks]
         try:
+            started = time.perf_counter()
             vectors = self._embedder.embed_documents(texts)
+            self._observe_embedding(sum(count_tokens(text) for text in texts), time.perf_counter() - started)
             self._lexical.add(chunks, texts)
             self._dense.upsert(chunks, vectors)
             if self._graph is not None:
@@ -219,6 +263,13 @@ class Indexer:
             if isinstance(exc, RagError):  # already says what went wrong (a model missing, say)
                 raise
             raise StoreError(f"indexing failed and was rolled back: {exc}") from exc
+
+    def _observe_embedding(self, tokens: int, seconds: float) -> None:
+        """A moving average of the embedder's speed (recent writes count most), for dry-run estimates."""
+        if tokens < MIN_TOKENS_TO_TIME or seconds <= 0:
+            return
+        rate = tokens / seconds
+        self._embed_rate = rate if self._embed_rate is None else 0.7 * self._embed_rate + 0.3 * rate
 
     def delete(self, tenant: str, document_id: str) -> bool:
         """Remove the document from every store; False when the tenant has no such document."""

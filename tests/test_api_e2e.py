@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
 import httpx
 import pytest
 
+from indexing.indexer import indexed_text
+from rag.tokens import count_tokens
 from tests.conftest import LiveServer, as_text_file, upload
 
 QUESTION_ID = "56dde1d966d3e219004dad8d"  # "Who upon arriving gave the original viking settlers a common identity?"
@@ -256,3 +259,41 @@ def test_the_graph_of_uploaded_documents_can_be_inspected(client: httpx.Client, 
     assert live_server.service.graph.count(document_id=document_id) > 0
     assert client.delete(f"/v1/documents/{document_id}").status_code == 200
     assert live_server.service.graph.count(document_id=document_id) == 0
+
+
+def test_a_dry_run_estimates_exactly_what_the_upload_then_stores(
+    client: httpx.Client, live_server: LiveServer, xquad
+) -> None:
+    corpus, _ = xquad
+    files = [as_text_file(corpus["Oxygen#0"]), as_text_file(corpus["Oxygen#1"])]
+    multipart = [("files", (name, io.BytesIO(data))) for name, data in [*files, ("empty.txt", b"")]]
+    before = total_counts(live_server)
+    dry = client.post("/v1/documents", params={"dry_run": "true"}, files=multipart)
+    assert dry.status_code == 200, dry.text
+    plan = dry.json()
+    assert total_counts(live_server) == before  # nothing written anywhere
+    assert [d["status"] for d in plan["documents"]] == ["new", "new", "rejected"]
+    assert "empty.txt" in plan["documents"][2]["error"] and plan["documents"][2]["chunks"] == []
+    assert plan["embedding_cost_usd"] == 0.0
+    # The time is estimated at this process's measured embedding speed: unknown before its first upload.
+    assert plan["embedding_seconds"] is None or plan["embedding_seconds"] > 0
+
+    stored = upload(client, *files).json()["documents"]
+    registry = live_server.service.registry
+    for estimate, document in zip(plan["documents"], stored, strict=False):
+        assert estimate["document_id"] == document["id"] and len(estimate["chunks"]) == document["chunks"]
+        chunks = sorted(registry.chunks(registry.chunk_ids(document_id=document["id"])).values(), key=lambda c: c.index)
+        assert [[c["index"], c["start"], c["end"], c["token_count"]] for c in estimate["chunks"]] == [
+            [c.index, c.start, c.end, c.token_count] for c in chunks
+        ]
+        assert estimate["tokens"] == sum(c.token_count for c in chunks)
+        assert estimate["embedding_tokens"] == sum(count_tokens(indexed_text(c)) for c in chunks)
+    assert plan["chunks"] == sum(d["chunks"] for d in stored)
+    # The same files again: duplicates, which add nothing.
+    again = client.post("/v1/documents", params={"dry_run": "true"}, files=[("files", (n, io.BytesIO(d))) for n, d in files])
+    assert [d["status"] for d in again.json()["documents"]] == ["duplicate", "duplicate"]
+    assert again.json()["chunks"] == again.json()["embedding_tokens"] == 0
+    # Having embedded, the server estimates the time a new file's embedding takes.
+    third = as_text_file(corpus["Oxygen#2"])
+    estimate = client.post("/v1/documents", params={"dry_run": "true"}, files=[("files", (third[0], io.BytesIO(third[1])))])
+    assert estimate.json()["embedding_seconds"] > 0

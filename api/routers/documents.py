@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, UploadFile, status
+from fastapi import APIRouter, Depends, File, Query, UploadFile, status
+from fastapi.responses import JSONResponse
 
 from api.deps import get_service, get_tenant
 from api.schemas import (
+    ChunkPlan,
     DeleteResponse,
     DocumentList,
     DocumentOut,
     DocumentStatus,
     ErrorResponse,
+    FileEstimate,
+    UploadEstimate,
     UploadResponse,
 )
-from indexing.indexer import IngestOutcome, Upload
+from indexing.indexer import Estimate, IngestOutcome, Upload
 from rag.errors import InvalidRequest, NotFound, PayloadTooLarge, RagError
 from rag.service import Service
 
@@ -42,13 +46,52 @@ def _status(outcome: IngestOutcome) -> DocumentStatus:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadResponse, responses=_ERRORS)
+def _estimate(estimate: Estimate) -> FileEstimate:
+    return FileEstimate(
+        name=estimate.name,
+        status=estimate.status,
+        document_id=estimate.document.id if estimate.document else None,
+        chunks=[
+            ChunkPlan(index=c.index, start=c.start, end=c.end, token_count=c.token_count, heading=c.heading, page=c.page)
+            for c in estimate.chunks
+        ],
+        tokens=sum(c.token_count for c in estimate.chunks),
+        embedding_tokens=estimate.embedding_tokens,
+        error=estimate.error.message if estimate.error else None,
+    )
+
+
+def _dry_run(estimates: list[Estimate], tokens_per_second: float | None) -> JSONResponse:
+    new = [e for e in estimates if e.status == "new"]
+    embedding_tokens = sum(e.embedding_tokens for e in new)
+    body = UploadEstimate(
+        documents=[_estimate(e) for e in estimates],
+        chunks=sum(len(e.chunks) for e in new),
+        tokens=sum(c.token_count for e in new for c in e.chunks),
+        embedding_tokens=embedding_tokens,
+        embedding_seconds=round(embedding_tokens / tokens_per_second, 2) if tokens_per_second else None,
+        embedding_cost_usd=0.0,
+    )
+    return JSONResponse(status_code=status.HTTP_200_OK, content=body.model_dump())
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UploadResponse,
+    responses={**_ERRORS, 200: {"model": UploadEstimate, "description": "with dry_run: what an upload would do"}},
+)
 def upload_documents(
     files: Annotated[list[UploadFile], File(description="one or more documents: PDF, HTML, DOCX, Markdown, text")],
     service: Annotated[Service, Depends(get_service)],
     tenant: Annotated[str, Depends(get_tenant)],
-) -> UploadResponse:
-    """Index each file; each gets its own status. If every file is rejected, the first rejection's 4xx."""
+    dry_run: Annotated[
+        bool, Query(description="parse and chunk only: report the chunks, tokens and embedding time, write nothing")
+    ] = False,
+) -> UploadResponse | JSONResponse:
+    """Index each file; each gets its own status. If every file is rejected, the first rejection's 4xx.
+    With ``dry_run``, 200 and what the upload would do (each file's chunks, the tokens to embed and how long
+    that takes at this process's measured speed), nothing written."""
     limit = service.settings.max_files_per_request
     if len(files) > limit:
         raise InvalidRequest(f"{len(files)} files in one request; the limit is {limit}")
@@ -62,6 +105,10 @@ def upload_documents(
         else:
             outcomes.append(None)
             uploads.append(Upload(name, content, file.content_type))
+    if dry_run:
+        planned = iter(service.indexer.estimate_many(uploads, tenant))
+        estimates = [next(planned) if o is None else Estimate(o.name, "rejected", error=o.error) for o in outcomes]
+        return _dry_run(estimates, service.indexer.embedding_tokens_per_second)
     indexed = iter(service.indexer.add_many(uploads, tenant))
     results = [outcome or next(indexed) for outcome in outcomes]
     if all(r.status == "rejected" for r in results):
