@@ -64,11 +64,12 @@ def test_upload_ask_cite_delete(client: httpx.Client, live_server: LiveServer, x
     answer = client.post("/v1/query", json={"question": query["question"]})
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    # Grounded: every word of the answer is in the cited gold document. (Whether it is the right span is
-    # the QA eval's job: on this question the cheap tier says "Danes" with its least sure token at 0.76,
-    # above the router's bar, where the strong tier says "Rollo".)
+    # Grounded: every word of the answer is in the cited gold document, its title heading included.
+    # (Whether it is the right span is the QA eval's job: on this question, at the default's floor 0.7,
+    # the service answered "Normans", the document's title, where the gold answer is "Rollo".)
     answer_words = re.findall(r"\w+", body["answer"].lower())
-    assert answer_words and all(w in gold["text"].lower() for w in answer_words), body["answer"]
+    uploaded = f"{gold['title']}\n{gold['text']}".lower()
+    assert answer_words and all(w in uploaded for w in answer_words), body["answer"]
     assert body["citations"] and body["citations"][0]["document_id"] == gold_id
     assert body["citations"][0]["title"] == gold["title"]
     assert body["citations"][0]["text"] in gold["text"]
