@@ -254,6 +254,16 @@ class UsageReport(BaseModel):
     total: UsageTotalsOut
 
 
+class HourOut(BaseModel):
+    hour: str = Field(description="the UTC hour's start, ISO 8601")
+    totals: UsageTotalsOut
+
+
+class HourlyUsage(BaseModel):
+    tenant: str
+    hours: list[HourOut] = Field(description="oldest first, the current hour last; hours without answers are zeros")
+
+
 class PassageOut(BaseModel):
     document_id: str
     chunk_id: str

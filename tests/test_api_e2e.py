@@ -223,6 +223,12 @@ def test_a_streamed_answer_ends_with_its_usage_and_the_ledger_adds_up(
     assert after["queries"] - before["queries"] == 2
     assert after["prompt_tokens"] - before["prompt_tokens"] == final["usage"]["prompt_tokens"]
     assert after["cost_usd"] - before["cost_usd"] == pytest.approx(final["usage"]["cost_usd"])
+    # The dashboard's series: per UTC hour, from the same ledger (this server's ledger is younger than 48 h).
+    hourly = client.get("/v1/usage/hourly", params={"hours": 48}).json()["hours"]
+    assert len(hourly) == 48 and hourly[-1]["hour"] > hourly[0]["hour"]
+    assert sum(h["totals"]["queries"] for h in hourly) == after["queries"]
+    assert sum(h["totals"]["cost_usd"] for h in hourly) == pytest.approx(after["cost_usd"])
+    assert client.get("/v1/usage/hourly", params={"hours": 0}).status_code == 422
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     assert f'rag_queries_total{{tenant="default"}} {after["queries"]}' in metrics.text

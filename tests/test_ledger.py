@@ -131,3 +131,21 @@ def test_prometheus_text_has_one_sample_per_tenant_and_tier(tmp_path: Path, ledg
     assert 'rag_generation_calls_total{tenant="te\\"nant",tier="strong"} 1' in text
     for line in text.splitlines():
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+def test_the_hourly_series_adds_up_to_the_totals_and_keeps_tenants_apart(
+    tmp_path: Path, ledger_store: LedgerStore
+) -> None:
+    pipeline, ledger, clock, _ = make(ledger_store, tmp_path)
+    first = pipeline.answer("Who led them?", "a")
+    clock.now += 2 * 3600  # two hours later
+    second = pipeline.answer("Who led the Normans?", "a")
+    pipeline.answer("Who?", "b")
+    series = ledger.hourly("a", 4)
+    assert len(series) == 4 and series[-1][0].timestamp() == clock.now // 3600 * 3600  # the current hour last
+    assert [totals.queries for _, totals in series] == [0, 1, 0, 1]  # an hour without answers is zeros
+    assert series[1][1].cost_usd == pytest.approx(first.usage.cost_usd)
+    assert series[3][1].cost_usd == pytest.approx(second.usage.cost_usd)
+    assert sum(t.saved_usd for _, t in series) == pytest.approx(ledger.tenant("a").saved_usd)
+    assert sum(t.tiers["cheap"].calls for _, t in series if "cheap" in t.tiers) == ledger.tenant("a").tiers["cheap"].calls
+    assert [t.queries for _, t in ledger.hourly("a", 1)] == [1]  # only the current hour

@@ -6,15 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 
 from api.deps import get_service, get_tenant
-from api.schemas import UsageReport, UsageTotalsOut
+from api.schemas import ErrorResponse, HourlyUsage, HourOut, UsageReport, UsageTotalsOut
 from rag.service import Service
 from rag.usage.ledger import UsageTotals
 
 router = APIRouter(tags=["usage"])
+MAX_HOURS = 24 * 92  # a quarter
 
 
 def _own(service: Service, tenant: str) -> dict[str, UsageTotals]:
@@ -32,6 +33,23 @@ def usage(
         since=datetime.fromtimestamp(service.ledger.started_at, tz=UTC).isoformat(),
         tenant=tenant,
         total=UsageTotalsOut(**own.as_dict()),
+    )
+
+
+@router.get("/v1/usage/hourly", response_model=HourlyUsage, responses={422: {"model": ErrorResponse}})
+def hourly_usage(
+    service: Annotated[Service, Depends(get_service)],
+    tenant: Annotated[str, Depends(get_tenant)],
+    hours: Annotated[int, Query(ge=1, le=MAX_HOURS, description="how many UTC hours back, the current one included")] = 48,
+) -> HourlyUsage:
+    """The caller's tenant's usage per UTC hour (spend, saving, cache hits, escalations, tokens per tier),
+    read from the persisted ledger: the cost dashboard's series (a day is the sum of its hours)."""
+    return HourlyUsage(
+        tenant=tenant,
+        hours=[
+            HourOut(hour=start.isoformat(), totals=UsageTotalsOut(**totals.as_dict()))
+            for start, totals in service.ledger.hourly(tenant, hours)
+        ],
     )
 
 

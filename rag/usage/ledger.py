@@ -119,6 +119,10 @@ class LedgerStore(Protocol):
         """The tenant's ``metric`` summed over hours ``first_hour`` ≤ hour < ``end_hour``."""
         ...
 
+    def hourly(self, tenant: str, first_hour: int, end_hour: int) -> dict[int, dict[str, float]]:
+        """hour → metric → value for the tenant's hours ``first_hour`` ≤ hour < ``end_hour`` that have any."""
+        ...
+
     def started_at(self, now: float) -> float:
         """When this ledger began counting (``now`` on its very first use)."""
         ...
@@ -154,6 +158,16 @@ class UsageLedger:
         """The tenant's totals, or None before its first answer."""
         counters = self._store.sums(tenant).get(tenant)
         return UsageTotals.from_counters(counters) if counters else None
+
+    def hourly(self, tenant: str, hours: int) -> list[tuple[datetime, UsageTotals]]:
+        """The tenant's totals for each of the last ``hours`` UTC hours, the current one last (an hour
+        without answers has zero totals): what a dashboard charts per hour, and per day by adding."""
+        end = int(self._clock() // SECONDS_PER_HOUR) + 1
+        counted = self._store.hourly(tenant, end - hours, end)
+        return [
+            (datetime.fromtimestamp(hour * SECONDS_PER_HOUR, tz=UTC), UsageTotals.from_counters(counted.get(hour, {})))
+            for hour in range(end - hours, end)
+        ]
 
     def spent_today(self, tenant: str) -> float:
         first_hour = int(self._clock() // SECONDS_PER_HOUR) // HOURS_PER_DAY * HOURS_PER_DAY

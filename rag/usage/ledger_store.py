@@ -52,6 +52,16 @@ class SqlLedgerStore:
             out.setdefault(name, {})[metric] = value
         return out
 
+    def hourly(self, tenant: str, first_hour: int, end_hour: int) -> dict[int, dict[str, float]]:
+        rows = self._sql.query(
+            "SELECT hour, metric, value FROM usage_counters WHERE tenant = ? AND hour >= ? AND hour < ?",
+            (tenant, first_hour, end_hour),
+        )
+        out: dict[int, dict[str, float]] = {}
+        for hour, metric, value in rows:
+            out.setdefault(int(hour), {})[metric] = float(value)
+        return out
+
     def metric_sum(self, tenant: str, metric: str, first_hour: int, end_hour: int) -> float:
         [(value,)] = self._sql.query(
             "SELECT COALESCE(SUM(value), 0) FROM usage_counters "
