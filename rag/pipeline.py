@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Protocol
 
@@ -161,11 +162,12 @@ class QueryPipeline:
             conversation = {"asked": question, "searched": rewrite.question, "reason": rewrite.reason}
             question = rewrite.question
         answer_calls = len(spent)  # the calls before this one made the question, not the answer
-        vector = self._embed_query(question)  # once: for the cache and for dense retrieval
-        embedding_tokens = count_tokens(question)
-        after_embed = time.perf_counter()
-        lookup = self._cache.lookup(tenant, question, vector) if self._cache else None
-        after_cache = time.perf_counter()
+        with self._counted_if_unanswered(tenant, spent):
+            vector = self._embed_query(question)  # once: for the cache and for dense retrieval
+            embedding_tokens = count_tokens(question)
+            after_embed = time.perf_counter()
+            lookup = self._cache.lookup(tenant, question, vector) if self._cache else None
+            after_cache = time.perf_counter()
         if lookup is not None and lookup.hit:
             usage = replace(
                 total_usage(spent) if spent else CACHE_HIT,
@@ -192,7 +194,8 @@ class QueryPipeline:
                 searched_question=question,
             )
             return
-        retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
+        with self._counted_if_unanswered(tenant, spent):
+            retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
         after_retrieval = time.perf_counter()
         passages = list(retrieval.passages)
         route: Route | None = None
@@ -354,6 +357,17 @@ class QueryPipeline:
             reference_cost_usd=reference_cost,
             saved_by=tuple(saved_by),
         )
+
+    @contextmanager
+    def _counted_if_unanswered(self, tenant: str, spent: list[TierUsage]) -> Iterator[None]:
+        """Calls already paid for (a follow-up's rewrite) reach the ledger even when a step after them
+        fails or the caller leaves before the answer's own accounting."""
+        try:
+            yield
+        except BaseException:
+            if spent:
+                self._record(tenant, total_usage(spent), cache_hit=False, escalated=False, aborted=True)
+            raise
 
     def _record(self, tenant: str, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool = False) -> None:
         if self._ledger is not None:

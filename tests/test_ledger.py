@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from api.routers.usage import prometheus_text
-from rag.errors import BudgetExceeded
+from rag.errors import BudgetExceeded, StoreError
 from rag.generation.router import CascadeRouter, RoutingParams
 from rag.pipeline import QueryPipeline
+from rag.service import follow_up_rewriter
 from rag.settings import Settings
 from rag.tokens import count_tokens
-from rag.types import Answer, Chunk, Passage, Retrieval
+from rag.types import Answer, Chunk, Passage, Retrieval, Turn
 from rag.usage.ledger import LedgerStore, UsageLedger
 from retrieval.tokenize import tokenize
 from tests.test_router import CONTEXT, ScriptedLLM
@@ -149,3 +150,24 @@ def test_the_hourly_series_adds_up_to_the_totals_and_keeps_tenants_apart(
     assert sum(t.saved_usd for _, t in series) == pytest.approx(ledger.tenant("a").saved_usd)
     assert sum(t.tiers["cheap"].calls for _, t in series if "cheap" in t.tiers) == ledger.tenant("a").tiers["cheap"].calls
     assert [t.queries for _, t in ledger.hourly("a", 1)] == [1]  # only the current hour
+
+
+class FailingRetriever:
+    def retrieve(self, tenant, question, top_k, token_budget, query_vector=None) -> Retrieval:
+        raise StoreError("the index is unavailable")
+
+
+def test_a_follow_ups_rewrite_is_counted_even_when_retrieval_then_fails(
+    tmp_path: Path, ledger_store: LedgerStore
+) -> None:
+    ledger = UsageLedger(ledger_store, clock=Clock())
+    settings = Settings(data_dir=tmp_path, cache_enabled=False, routing="fixed")
+    llms = {"cheap": ScriptedLLM("cheap-model", "When did ABBA disband?"), "strong": ScriptedLLM("strong-model", "1982")}
+    pipeline = QueryPipeline(
+        settings, FailingRetriever(), llms, lambda q: np.zeros(4), ledger=ledger, rewriter=follow_up_rewriter(settings, llms)
+    )
+    with pytest.raises(StoreError):
+        pipeline.answer("When did they disband?", "a", history=[Turn("Who were ABBA?", "A Swedish pop group.")])
+    totals = ledger.tenant("a")
+    assert totals is not None and totals.aborted == 1 and totals.tiers["cheap"].calls == 1 and totals.cost_usd > 0
+    assert llms["strong"].calls == 0
