@@ -28,9 +28,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from evals.generation_memo import GenerationMemo, MemoizedLLM
-from rag.conversation.history import HistoryParams, HistoryWindow
 from rag.conversation.rewriter import FollowUpRewriter, Rewrite
 from rag.generation.llm.factory import build_llm
+from rag.service import follow_up_rewriter
 from rag.settings import Settings
 from rag.types import Turn
 from retrieval.tokenize import tokenize
@@ -105,11 +105,8 @@ BASELINES: dict[str, Callable[[CanardTurn], str]] = {
 
 def rewriter_for(settings: Settings, memo: GenerationMemo) -> tuple[FollowUpRewriter, MemoizedLLM]:
     """The service's rewriter (cheap tier, the configured history bound) behind the memo of prompts."""
-    tier = settings.tiers[settings.cheap_tier]
-    llm = MemoizedLLM(build_llm(tier, settings), memo)
-    params = HistoryParams(settings.conversation_history_tokens, settings.conversation_summary_tokens)
-    window = HistoryWindow(llm, settings.cheap_tier, tier, params)
-    return FollowUpRewriter(llm, settings.cheap_tier, tier, window, tokenize), llm
+    llm = MemoizedLLM(build_llm(settings.tiers[settings.cheap_tier], settings), memo)
+    return follow_up_rewriter(settings, {settings.cheap_tier: llm}), llm
 
 
 def run(turns: Sequence[CanardTurn], settings: Settings, memo_path: Path) -> dict[str, object]:

@@ -145,14 +145,18 @@ class Indexer:
                 estimates.append(Estimate(upload.name, "rejected", error=error))
                 continue
             existing = self._registry.find_by_hash(tenant, item.record.content_hash)
-            known = existing is not None and (existing[1] == INDEXED or self._writers.alive(existing[2]))
-            duplicate = known or item.record.content_hash in seen
+            duplicate = self._taken(existing) or item.record.content_hash in seen
             seen.add(item.record.content_hash)
             tokens = sum(count_tokens(indexed_text(chunk)) for chunk in item.chunks)
             estimates.append(
                 Estimate(upload.name, "duplicate" if duplicate else "new", item.record, item.chunks, tokens)
             )
         return estimates
+
+    def _taken(self, existing: tuple[DocumentRecord, str, str | None] | None) -> bool:
+        """Whether a registry row of the same bytes makes an upload a duplicate: the document is indexed,
+        or another live worker is indexing it right now (a dead writer's row is a trace to purge)."""
+        return existing is not None and (existing[1] == INDEXED or self._writers.alive(existing[2]))
 
     @property
     def embedding_tokens_per_second(self) -> float | None:
@@ -174,8 +178,7 @@ class Indexer:
             seen: set[str] = set()
             for i, item in candidates.items():
                 existing = self._registry.find_by_hash(tenant, item.record.content_hash)
-                if existing and (existing[1] == INDEXED or self._writers.alive(existing[2])):
-                    # indexed, or being indexed by another live worker right now
+                if self._taken(existing):
                     outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=existing[0])
                 elif item.record.content_hash in seen:
                     outcomes[i] = IngestOutcome(uploads[i].name, "duplicate", document=item.record)

@@ -62,12 +62,13 @@ def _estimate(estimate: Estimate) -> FileEstimate:
 
 
 def _dry_run(estimates: list[Estimate], tokens_per_second: float | None) -> JSONResponse:
-    new = [e for e in estimates if e.status == "new"]
-    embedding_tokens = sum(e.embedding_tokens for e in new)
+    files = [_estimate(e) for e in estimates]
+    new = [f for f in files if f.status == "new"]
+    embedding_tokens = sum(f.embedding_tokens for f in new)
     body = UploadEstimate(
-        documents=[_estimate(e) for e in estimates],
-        chunks=sum(len(e.chunks) for e in new),
-        tokens=sum(c.token_count for e in new for c in e.chunks),
+        documents=files,
+        chunks=sum(len(f.chunks) for f in new),
+        tokens=sum(f.tokens for f in new),
         embedding_tokens=embedding_tokens,
         embedding_seconds=round(embedding_tokens / tokens_per_second, 2) if tokens_per_second else None,
         embedding_cost_usd=0.0,

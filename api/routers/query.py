@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
 from api.deps import get_service, get_tenant
+from api.errors import error_body
 from api.schemas import (
     ErrorResponse,
     PassageOut,
@@ -41,10 +42,10 @@ async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
             else:
                 yield _event("token", {"text": item})
     except RagError as exc:
-        yield _event("error", {"error": {"code": exc.code, "message": exc.message}})
+        yield _event("error", error_body(exc.status_code, exc.code, exc.message, exc.param))
     except Exception:
         log.exception("stream failed")
-        yield _event("error", {"error": {"code": "internal_error", "message": "internal error; see the server log"}})
+        yield _event("error", error_body(500, "internal_error", "internal error; see the server log"))
 
 
 @router.post(

@@ -74,8 +74,8 @@ class HistoryWindow:
             if not self._fits([line, *recent], p.max_tokens - p.summary_tokens):
                 break
             recent.insert(0, line)
-        older = turns[: len(turns) - len(recent)]
-        summary = self._summary(older, spent)
+        aged = len(turns) - len(recent)
+        summary = self._summary(turns[:aged], lines[:aged], spent)
         out = "\n".join([f"Earlier: {summary}", *recent])
         return out if self._fits([out], p.max_tokens) else token_prefix(out, p.max_tokens)
 
@@ -83,22 +83,21 @@ class HistoryWindow:
     def _fits(lines: Sequence[str], budget: int) -> bool:
         return count_tokens("\n".join(lines)) <= budget
 
-    def _summary(self, turns: Sequence[Turn], spent: list[TierUsage]) -> str:
-        """The summary of ``turns``: the longest prefix already summarized, extended by the turns after
-        it, as many per call as fit in ``max_tokens`` (a conversation growing a turn at a time costs one
-        call per turn that ages out; one seen first at 50 turns, a few calls)."""
+    def _summary(self, turns: Sequence[Turn], lines: Sequence[str], spent: list[TierUsage]) -> str:
+        """The summary of ``turns`` (shown as ``lines``): the longest prefix already summarized, extended
+        by the turns after it, as many per call as fit in ``max_tokens`` (a conversation growing a turn at
+        a time costs one call per turn that ages out; one seen first at 50 turns, a few calls)."""
         done, summary = 0, ""
         for end in range(len(turns), 0, -1):
             known = self._get(_key(turns[:end]))
             if known is not None:
                 done, summary = end, known
                 break
-        answer_tokens = self.params.answer_tokens
         while done < len(turns):
-            group = [turn_text(turns[done], answer_tokens)]
+            group = [lines[done]]
             done += 1
-            while done < len(turns) and self._fits([*group, turn_text(turns[done], answer_tokens)], self.params.max_tokens):
-                group.append(turn_text(turns[done], answer_tokens))
+            while done < len(turns) and self._fits([*group, lines[done]], self.params.max_tokens):
+                group.append(lines[done])
                 done += 1
             summary = self._extend(summary, group, spent)
             self._put(_key(turns[:done]), summary)

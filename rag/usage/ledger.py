@@ -142,7 +142,7 @@ class UsageLedger:
     def record(self, tenant: str, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool = False) -> None:
         delta = UsageTotals()
         delta.add(usage, cache_hit, escalated, aborted)
-        self._store.add(tenant, int(self._clock() // SECONDS_PER_HOUR), delta.counters())
+        self._store.add(tenant, self._hour(), delta.counters())
 
     def totals(self) -> UsageTotals:
         overall: dict[str, float] = {}
@@ -162,7 +162,7 @@ class UsageLedger:
     def hourly(self, tenant: str, hours: int) -> list[tuple[datetime, UsageTotals]]:
         """The tenant's totals for each of the last ``hours`` UTC hours, the current one last (an hour
         without answers has zero totals): what a dashboard charts per hour, and per day by adding."""
-        end = int(self._clock() // SECONDS_PER_HOUR) + 1
+        end = self._hour() + 1
         counted = self._store.hourly(tenant, end - hours, end)
         return [
             (datetime.fromtimestamp(hour * SECONDS_PER_HOUR, tz=UTC), UsageTotals.from_counters(counted.get(hour, {})))
@@ -170,8 +170,12 @@ class UsageLedger:
         ]
 
     def spent_today(self, tenant: str) -> float:
-        first_hour = int(self._clock() // SECONDS_PER_HOUR) // HOURS_PER_DAY * HOURS_PER_DAY
+        first_hour = self._hour() // HOURS_PER_DAY * HOURS_PER_DAY
         return self._store.metric_sum(tenant, "cost_usd", first_hour, first_hour + HOURS_PER_DAY)
+
+    def _hour(self) -> int:
+        """The current UTC hour, counted from the epoch: the ledger's unit of time."""
+        return int(self._clock() // SECONDS_PER_HOUR)
 
     def close(self) -> None:
         self._store.close()

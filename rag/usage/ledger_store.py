@@ -8,10 +8,13 @@ rows go in metric order, the same in every transaction, so concurrent writers ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from rag.database.sql import Sql, SqliteSql
+
+K = TypeVar("K")
 
 SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_counters (
@@ -44,23 +47,19 @@ class SqlLedgerStore:
 
     def sums(self, tenant: str | None = None) -> dict[str, dict[str, float]]:
         where, params = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
-        rows = self._sql.query(
-            f"SELECT tenant, metric, SUM(value) FROM usage_counters {where} GROUP BY tenant, metric", params
+        return _fold(
+            self._sql.query(
+                f"SELECT tenant, metric, SUM(value) FROM usage_counters {where} GROUP BY tenant, metric", params
+            )
         )
-        out: dict[str, dict[str, float]] = {}
-        for name, metric, value in rows:
-            out.setdefault(name, {})[metric] = value
-        return out
 
     def hourly(self, tenant: str, first_hour: int, end_hour: int) -> dict[int, dict[str, float]]:
-        rows = self._sql.query(
-            "SELECT hour, metric, value FROM usage_counters WHERE tenant = ? AND hour >= ? AND hour < ?",
-            (tenant, first_hour, end_hour),
+        return _fold(
+            self._sql.query(
+                "SELECT hour, metric, value FROM usage_counters WHERE tenant = ? AND hour >= ? AND hour < ?",
+                (tenant, first_hour, end_hour),
+            )
         )
-        out: dict[int, dict[str, float]] = {}
-        for hour, metric, value in rows:
-            out.setdefault(int(hour), {})[metric] = float(value)
-        return out
 
     def metric_sum(self, tenant: str, metric: str, first_hour: int, end_hour: int) -> float:
         [(value,)] = self._sql.query(
@@ -80,3 +79,11 @@ class SqlLedgerStore:
 
     def close(self) -> None:
         self._sql.close()
+
+
+def _fold(rows: Iterable[tuple[K, str, float]]) -> dict[K, dict[str, float]]:
+    """(key, metric, value) rows as key → metric → value: per tenant, or per hour."""
+    out: dict[K, dict[str, float]] = {}
+    for key, metric, value in rows:
+        out.setdefault(key, {})[metric] = float(value)
+    return out
