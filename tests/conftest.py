@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
+from rag.generation.llm.base import ChatMessage, Generation, drain
 from rag.keys import bearer_headers, open_key_store
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT
@@ -45,6 +46,34 @@ def load_jsonl(path: Path) -> list[dict]:
 def xquad() -> tuple[dict[str, dict], list[dict]]:
     corpus = {doc["id"]: doc for doc in load_jsonl(DATASETS / "xquad_en" / "corpus.jsonl")}
     return corpus, load_jsonl(DATASETS / "xquad_en" / "queries.jsonl")
+
+
+class ScriptedLLM:
+    """An ``LLM`` for tests of what the service does with a model's replies (routing, accounting, the
+    prompt it builds), not of generation: it replies with ``replies`` in turn (the last from then on),
+    streamed word by word, and keeps every prompt it was sent."""
+
+    def __init__(self, model: str, *replies: str) -> None:
+        self.model = model
+        self.replies = list(replies)
+        self.prompts: list[Sequence[ChatMessage]] = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.prompts)
+
+    def warm_up(self) -> None:
+        pass
+
+    def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
+        return drain(self.stream(messages, max_tokens))
+
+    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
+        self.prompts.append(messages)
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        for word in reply.split(" "):
+            yield word + " "
+        return Generation(reply, "stop")
 
 
 def as_text_file(doc: dict) -> tuple[str, bytes]:

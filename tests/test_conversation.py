@@ -4,41 +4,18 @@ replies); the real cheap tier is driven over HTTP in tests/test_chat.py and meas
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-
 import pytest
 
 from rag.conversation.history import HistoryParams, HistoryWindow
 from rag.conversation.rewriter import FollowUpRewriter
 from rag.conversation.rules import conversation_subject, resolution_needed, substitute
-from rag.generation.llm.base import ChatMessage, Generation, drain
 from rag.settings import Settings
 from rag.tokens import count_tokens
 from rag.types import Turn
 from retrieval.tokenize import tokenize
+from tests.conftest import ScriptedLLM
 
 TIER = Settings().tiers["cheap"]
-
-
-class ScriptedLLM:
-    """Replies with ``replies`` in turn (the last one from then on) and keeps every prompt it was sent."""
-
-    def __init__(self, *replies: str) -> None:
-        self.model = TIER.model
-        self.replies = list(replies)
-        self.prompts: list[Sequence[ChatMessage]] = []
-
-    def warm_up(self) -> None:
-        pass
-
-    def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
-        return drain(self.stream(messages, max_tokens))
-
-    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
-        self.prompts.append(messages)
-        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
-        yield reply
-        return Generation(reply, "stop")
 
 
 def rewriter(llm: ScriptedLLM) -> FollowUpRewriter:
@@ -80,14 +57,14 @@ def test_substitution_and_the_conversations_subject() -> None:
 
 
 def test_a_question_that_stands_alone_costs_nothing() -> None:
-    llm = ScriptedLLM("unused")
+    llm = ScriptedLLM(TIER.model, "unused")
     rewrite = rewriter(llm).rewrite("When did ABBA disband?", [Turn("Who were ABBA?", "A Swedish pop group.")])
     assert rewrite.question == rewrite.asked and rewrite.reason is None and rewrite.generations == ()
     assert llm.prompts == []
 
 
 def test_a_good_model_rewrite_stands_and_is_counted() -> None:
-    llm = ScriptedLLM("When did ABBA disband?")
+    llm = ScriptedLLM(TIER.model, "When did ABBA disband?")
     history = [Turn("Who were ABBA?", "A Swedish pop group formed in Stockholm in 1972.")]
     rewrite = rewriter(llm).rewrite("When did they disband?", history)
     assert rewrite.question == "When did ABBA disband?" and "they" in (rewrite.reason or "")
@@ -107,7 +84,7 @@ def test_a_good_model_rewrite_stands_and_is_counted() -> None:
 )
 def test_an_unusable_model_rewrite_falls_back_to_the_subject(reply: str) -> None:
     history = [Turn("Who were ABBA?", "A Swedish pop group formed in Stockholm in 1972.")]
-    rewrite = rewriter(ScriptedLLM(reply)).rewrite("When did they disband?", history)
+    rewrite = rewriter(ScriptedLLM(TIER.model, reply)).rewrite("When did they disband?", history)
     assert rewrite.question == "When did ABBA disband?"
     assert "resolved to ABBA" in (rewrite.reason or "") and len(rewrite.generations) == 1  # the call still cost
 
@@ -118,7 +95,7 @@ def long_conversation(n: int) -> list[Turn]:
 
 def test_the_history_stays_under_its_bound_and_summaries_are_reused() -> None:
     params = HistoryParams(max_tokens=300, summary_tokens=60, answer_tokens=40)
-    llm = ScriptedLLM("Frank Zappa's band, the Mothers of Invention, toured every year from 1960. " * 10)
+    llm = ScriptedLLM(TIER.model, "Frank Zappa's band, the Mothers of Invention, toured every year from 1960. " * 10)
     window = HistoryWindow(llm, "cheap", TIER, params)
 
     short = long_conversation(2)

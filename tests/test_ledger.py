@@ -19,7 +19,8 @@ from rag.tokens import count_tokens
 from rag.types import Answer, Chunk, Passage, Retrieval, Turn
 from rag.usage.ledger import LedgerStore, UsageLedger
 from retrieval.tokenize import tokenize
-from tests.test_router import CONTEXT, ScriptedLLM
+from tests.conftest import ScriptedLLM
+from tests.test_router import CONTEXT
 
 DAY = 86_400.0
 

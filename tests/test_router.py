@@ -3,18 +3,17 @@ is fine here: what is under test is the routing and its accounting, not generati
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rag.generation.llm.base import ChatMessage, Generation, drain
 from rag.generation.router import CascadeRouter, RoutingParams, load_routing
 from rag.pipeline import QueryPipeline
 from rag.settings import Settings
 from rag.types import Chunk, Passage, Retrieval
 from retrieval.tokenize import tokenize
+from tests.conftest import ScriptedLLM
 
 CONTEXT = (
     "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
@@ -67,25 +66,6 @@ def test_parameters_are_validated_and_the_shipped_file_loads() -> None:
     with pytest.raises(ValueError):
         RoutingParams(max_answer_words=0)
     assert isinstance(load_routing(), RoutingParams)
-
-
-class ScriptedLLM:
-    def __init__(self, model: str, reply: str) -> None:
-        self.model = model
-        self.reply = reply
-        self.calls = 0
-
-    def warm_up(self) -> None:
-        pass
-
-    def generate(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generation:
-        return drain(self.stream(messages, max_tokens))
-
-    def stream(self, messages: Sequence[ChatMessage], max_tokens: int) -> Generator[str, None, Generation]:
-        self.calls += 1
-        for word in self.reply.split(" "):
-            yield word + " "
-        return Generation(self.reply, "stop")
 
 
 class FixedRetriever:
