@@ -25,6 +25,7 @@ serve: setup
 	$(BIN)/rag serve --host $(HOST) --port $(PORT)
 
 test: setup
+	./scripts/ensure_chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

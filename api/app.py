@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import DeclaredBodyLimit, upload_body_limit
-from api.routers import chat, documents, graph, health, query, usage
+from api.routers import chat, documents, graph, health, query, usage, web
 from api.schemas import ErrorResponse
 from rag import __version__
 from rag.keys import Authenticator
@@ -48,4 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage.router, responses=keyed)
     app.include_router(graph.router, responses=keyed)
     app.include_router(chat.router)
+    app.include_router(web.router)
+    app.mount(web.ASSETS_PATH, web.assets(), name="assets")
     return app

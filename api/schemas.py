@@ -248,10 +248,18 @@ class UsageTotalsOut(BaseModel):
     tiers: dict[str, TierTotalsOut]
 
 
+class BudgetOut(BaseModel):
+    limit_usd_per_day: float | None = Field(description="RAG_BUDGET_USD_PER_DAY; null when there is no limit")
+    spent_today_usd: float = Field(description="generation cost since 00:00 UTC, as the budget check counts it")
+    cheap_only_from_usd: float | None = Field(description="from this spend on, questions go to the cheap tier only")
+    resets_at: str = Field(description="the next 00:00 UTC, when the day's spend starts again from zero")
+
+
 class UsageReport(BaseModel):
     since: str = Field(description="when the ledger began counting (UTC; it persists across restarts): totals count from then")
     tenant: str = Field(description="the caller's tenant; no other tenant's usage is shown")
     total: UsageTotalsOut
+    budget: BudgetOut
 
 
 class HourOut(BaseModel):

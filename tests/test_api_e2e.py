@@ -202,7 +202,9 @@ def test_a_streamed_answer_ends_with_its_usage_and_the_ledger_adds_up(
     corpus, queries = xquad
     query = next(q for q in queries if q["id"] == STREAM_QUESTION_ID)
     assert upload(client, as_text_file(corpus[query["gold_doc_ids"][0]])).status_code == 201
-    before = client.get("/v1/usage").json()["total"]
+    report = client.get("/v1/usage").json()
+    before, today_before = report["total"], report["budget"]["spent_today_usd"]
+    assert report["budget"]["limit_usd_per_day"] is None and report["budget"]["cheap_only_from_usd"] is None
 
     with client.stream("POST", "/v1/query", json={"question": query["question"], "stream": True}) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -219,7 +221,9 @@ def test_a_streamed_answer_ends_with_its_usage_and_the_ledger_adds_up(
     assert again[-1][1]["usage"]["saved_by"] == ["cache"]
     assert again[-1][1]["usage"]["saved_usd"] == pytest.approx(final["usage"]["reference_cost_usd"])
 
-    after = client.get("/v1/usage").json()["total"]
+    report = client.get("/v1/usage").json()
+    after = report["total"]
+    assert report["budget"]["spent_today_usd"] - today_before == pytest.approx(final["usage"]["cost_usd"])
     assert after["queries"] - before["queries"] == 2
     assert after["prompt_tokens"] - before["prompt_tokens"] == final["usage"]["prompt_tokens"]
     assert after["cost_usd"] - before["cost_usd"] == pytest.approx(final["usage"]["cost_usd"])

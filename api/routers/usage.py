@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 
 from api.deps import get_service, get_tenant
-from api.schemas import ErrorResponse, HourlyUsage, HourOut, UsageReport, UsageTotalsOut
+from api.schemas import BudgetOut, ErrorResponse, HourlyUsage, HourOut, UsageReport, UsageTotalsOut
 from rag.service import Service
 from rag.usage.ledger import UsageTotals
 
@@ -29,10 +29,17 @@ def usage(
     service: Annotated[Service, Depends(get_service)], tenant: Annotated[str, Depends(get_tenant)]
 ) -> UsageReport:
     own = _own(service, tenant).get(tenant, UsageTotals())
+    limit = service.settings.budget_usd_per_day
     return UsageReport(
         since=datetime.fromtimestamp(service.ledger.started_at, tz=UTC).isoformat(),
         tenant=tenant,
         total=UsageTotalsOut(**own.as_dict()),
+        budget=BudgetOut(
+            limit_usd_per_day=limit,
+            spent_today_usd=service.ledger.spent_today(tenant),
+            cheap_only_from_usd=None if limit is None else limit * service.settings.budget_cheap_only_from,
+            resets_at=service.ledger.day_resets_at().isoformat(),
+        ),
     )
 
 
