@@ -161,7 +161,10 @@ class UsageOut(BaseModel):
         "ranking, counted on that prompt with this answer's completion"
     )
     saved_usd: float | None = Field(description="reference_cost_usd − cost_usd")
-    saved_by: list[str] = Field(description="what made this answer cheaper: cache, routing, trim")
+    saved_by: list[str] = Field(
+        description="what made this answer cheaper: cache, routing, trim, abstention (no model was asked: "
+        "nothing retrieved was relevant)"
+    )
 
 
 class RouteOut(BaseModel):

@@ -19,6 +19,7 @@ import numpy as np
 from rag.cache.semantic import CachedAnswer, SemanticCache
 from rag.conversation.rewriter import FollowUpRewriter
 from rag.errors import InvalidRequest
+from rag.generation.abstention import AbstentionCheck
 from rag.generation.llm.base import LLM, ChatMessage, Generation
 from rag.generation.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.generation.router import CascadeRouter
@@ -65,6 +66,7 @@ class QueryPipeline:
         self._embed_query = embed_query
         self._cache = cache
         self._rewriter = rewriter
+        self._abstention = AbstentionCheck(settings.abstain_below_relevance) if settings.abstain_unsupported else None
 
     def validate(self, question: str, top_k: int | None, token_budget: int | None) -> tuple[str, int, int]:
         s = self._settings
@@ -201,8 +203,9 @@ class QueryPipeline:
         route: Route | None = None
         finish_reason = "stop"
         finished = False
+        unsupported = self._abstention.reason(question, retrieval.best_relevance) if self._abstention else None
         try:
-            if not passages:
+            if not passages or unsupported:
                 # Nothing to ground an answer on: asking the model would only pay for a guess.
                 text, citations = NO_ANSWER, []
                 yield text
@@ -246,6 +249,8 @@ class QueryPipeline:
         debug: dict[str, object] = {"retrieval": retrieval.debug}
         if lookup is not None:
             debug["cache"] = {"reason": lookup.reason}
+        if unsupported:
+            debug["abstained"] = unsupported
         if conversation:
             debug["conversation"] = conversation
         yield Answer(
@@ -346,7 +351,9 @@ class QueryPipeline:
             answered = spent[answer_calls:]
             completion = answered[-1].completion_tokens if answered else 0
             reference_cost = cost_usd(strong, reference_prompt, completion)
-            if answered and answered[-1].prompt_tokens < reference_prompt:
+            if not answered:  # abstained before any model was asked
+                saved_by.append("abstention")
+            elif answered[-1].prompt_tokens < reference_prompt:
                 saved_by.append("trim")
             if route is not None and route.tier != self._settings.default_tier:
                 saved_by.append("routing")

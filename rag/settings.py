@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     # of the top_k stays when the reranker scored it at least link_keep_score × the best passage's score.
     link_passages: bool = True
     link_keep_score: float = Field(default=0.7, ge=0)
+    # Abstain before any model is asked when no passage is relevant: the cross-encoder's best logit over the
+    # candidates is below abstain_below_relevance (rag/generation/abstention.py). Questions about the
+    # documents themselves ("summarize the report") are exempt: the cross-encoder scores them low everywhere.
+    abstain_unsupported: bool = True
+    abstain_below_relevance: float = -4.0
     # Prompt-injection defense (rag/generation/prompt.py, rag/generation/injection.py): passages delimited and marked as data, and
     # instructions aimed at the model in them neutralized. Off only to measure it (evals/injection.py).
     injection_defense: bool = True

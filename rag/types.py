@@ -185,3 +185,6 @@ class Retrieval:
     rerank_tokens: int = 0
     stage_ms: dict[str, float] = field(default_factory=dict)
     debug: dict[str, object] = field(default_factory=dict)
+    # The cross-encoder's highest logit over the candidates it scored: how well the best passage answers
+    # the question. None when nothing was scored (no reranker, a CJK question, dense mode).
+    best_relevance: float | None = None

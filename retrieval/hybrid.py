@@ -349,13 +349,18 @@ class HybridRetriever:
             reference_passages=tuple(reference),
             rerank_tokens=reranked.tokens,
             stage_ms={**ranked.stage_ms, "trim": (done - started) * 1000},
+            best_relevance=max(reranked.logits.values()) if reranked.logits else None,
             debug={
                 "mode": "hybrid",
                 "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},
                 "reason": weights.reason,
                 "evidence": weights.evidence.as_dict(),
                 "graph": ranked.graph_debug,
-                "rerank": {"pairs": reranked.pairs, "weight": round(reranked.weight, 4)},
+                "rerank": {
+                    "pairs": reranked.pairs,
+                    "weight": round(reranked.weight, 4),
+                    "best_logit": round(max(reranked.logits.values()), 3) if reranked.logits else None,
+                },
                 "trim": {
                     "enabled": self.trim_enabled,
                     "tokens_top_k": sum(untrimmed),

@@ -188,6 +188,25 @@ def test_question_with_nothing_indexed_costs_nothing(client: httpx.Client, live_
     assert re.search("don't know", body["answer"])
 
 
+def test_a_question_the_documents_cannot_answer_is_refused_before_any_model_call(
+    client: httpx.Client, xquad
+) -> None:
+    corpus, queries = xquad
+    query = next(q for q in queries if q["id"] == STREAM_QUESTION_ID)
+    assert upload(client, as_text_file(corpus[query["gold_doc_ids"][0]])).status_code in (201, 200)
+    # The real cross-encoder scores every passage of a steam-engine article as irrelevant to this.
+    body = client.post("/v1/query", json={"question": "What is the capital of Australia?"}).json()
+    assert re.search("don't know", body["answer"]) and body["citations"] == []
+    assert body["usage"]["generations"] == [] and body["usage"]["cost_usd"] == 0 and body["routing"] is None
+    assert "no passage is relevant" in body["debug"]["abstained"]
+    assert body["debug"]["retrieval"]["rerank"]["best_logit"] < -4
+    assert body["usage"]["saved_by"] == ["abstention"]
+    # A question about the documents themselves scores as low, and still reaches a model.
+    about = client.post("/v1/query", json={"question": "What is this document about?"}).json()
+    assert about["usage"]["generations"] and "abstained" not in about["debug"]
+    assert about["debug"]["retrieval"]["rerank"]["best_logit"] < -4
+
+
 def _sse(text: str) -> list[tuple[str, dict]]:
     events = []
     for block in text.strip().split("\n\n"):

@@ -538,10 +538,11 @@ const costs = {
         ? barList(tiers, (r) => `${usd(r.value)} · ${count(r.v.calls)} call(s) · ${count(r.v.prompt_tokens + r.v.completion_tokens)} tokens`)
         : el("p", { class: "hint" }, "No model calls yet."),
     );
-    const causes = ["cache", "routing", "trim"].map((cause) => ({ label: cause, value: t.saved_by[cause] || 0 }));
+    const named = ["cache", "routing", "trim", "abstention"];
+    const causes = [...new Set([...named, ...Object.keys(t.saved_by)])].map((cause) => ({ label: cause, value: t.saved_by[cause] || 0 }));
     $("#chart-causes").replaceChildren(
       barList(causes, (r) => `${count(r.value)} answers (${share(r.value, t.queries)})`),
-      el("p", { class: "hint" }, "cache: served from the answer cache; routing: the cheap tier's answer was kept; trim: the prompt held fewer tokens than the reference's top 10."),
+      el("p", { class: "hint" }, "cache: served from the answer cache; routing: the cheap tier's answer was kept; trim: the prompt held fewer tokens than the reference's top 10; abstention: nothing retrieved was relevant, so no model was asked."),
     );
     $("#costs-since").textContent = `Counted since ${when(usage.since)} from the service's usage ledger; the reference is the strong tier over the untrimmed top 10 passages.`;
   },
