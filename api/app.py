@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import DeclaredBodyLimit, upload_body_limit
+from api.ratelimit import RateLimiter
 from api.routers import chat, documents, graph, health, query, usage, web
 from api.schemas import ErrorResponse
 from rag import __version__
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.warm_up(generation=settings.warm_generation)
             app.state.service = service
             app.state.authenticator = Authenticator(service.keys, settings.api_keys) if service.keys else None
+            app.state.rate_limiter = RateLimiter(settings)
+            app.state.rate_limiter.warm_up()
             yield
         finally:
             service.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.ratelimit import Kind, RateLimiter
+from rag.errors import RateLimited
 from rag.keys import Authenticator
 from rag.service import Service
 from rag.types import DEFAULT_TENANT
@@ -27,3 +30,26 @@ def get_tenant(
     if authenticator is None:
         return DEFAULT_TENANT
     return authenticator.tenant_for(credentials.credentials if credentials else None)
+
+
+def rate_limited(kind: Kind) -> Callable[..., None]:
+    """A route dependency: the request counts against its key's and its tenant's ``kind`` limits (an upload
+    also against the bytes it declares); past one, 429, and the rejection is counted in the ledger."""
+
+    def dependency(
+        request: Request,
+        tenant: Annotated[str, Depends(get_tenant)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        key = credentials.credentials if credentials and request.app.state.authenticator else None
+        try:
+            limiter.check(kind, tenant, key)
+            declared = request.headers.get("content-length", "")
+            if kind == "upload" and declared.isdigit():
+                limiter.check("upload_bytes", tenant, key, cost=int(declared))
+        except RateLimited:
+            get_service(request).ledger.reject(tenant, "rate_limit")
+            raise
+
+    return dependency

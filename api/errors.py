@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag.errors import BudgetExceeded, RagError, Unauthorized
+from rag.errors import RagError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +51,9 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("%s: %s", exc.code, exc.message)
         status = 400 if exc.status_code == 422 and _speaks_openai(request) else exc.status_code
         response = error_response(status, exc.code, exc.message, exc.param)
-        if isinstance(exc, BudgetExceeded) and isinstance(exc.resets_at, datetime):
-            wait = (exc.resets_at - datetime.now(UTC)).total_seconds()
-            response.headers["Retry-After"] = str(max(1, int(wait)))
+        retry_after = exc.retry_after()
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = "Bearer"
         return response

@@ -249,6 +249,7 @@ class UsageTotalsOut(BaseModel):
     saved_usd: float
     saved_by: dict[str, int]
     tiers: dict[str, TierTotalsOut]
+    rejected: dict[str, int] = Field(description="requests refused before any work, by reason: rate_limit, budget")
 
 
 class BudgetOut(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 
 class RagError(Exception):
     """Base of every error the service reports to a caller."""
@@ -13,6 +15,10 @@ class RagError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param  # the request field at fault, when one is
+
+    def retry_after(self) -> int | None:
+        """Seconds after which the same request may succeed (the Retry-After header), when known."""
+        return None
 
 
 class UnsupportedMediaType(RagError):
@@ -85,3 +91,22 @@ class BudgetExceeded(RagError):
     def __init__(self, message: str, resets_at: object = None) -> None:
         super().__init__(message)
         self.resets_at = resets_at
+
+    def retry_after(self) -> int | None:
+        if not isinstance(self.resets_at, datetime):
+            return None
+        return max(1, int((self.resets_at - datetime.now(UTC)).total_seconds()))
+
+
+class RateLimited(RagError):
+    """A rate limit of the caller's key or tenant is reached; the message names it."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def retry_after(self) -> int | None:
+        return self.retry_after_seconds

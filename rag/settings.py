@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from limits import parse_many
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,6 +44,23 @@ def _default_tiers() -> dict[str, TierSettings]:
             model="qwen2.5-coder-1.5b-instruct-q4_k_m", input_usd_per_mtok=2.50, output_usd_per_mtok=10.00
         ),
     }
+
+
+class RateLimitSettings(BaseModel):
+    """Limits in the `limits` package's notation, several joined by ";" ("10/second;120/minute": at most
+    10 in any second and 120 in any minute, i.e. a sustained rate with a burst). An empty string: no limit."""
+
+    query: str = "20/second;600/minute"  # /v1/query and /v1/chat/completions
+    retrieve: str = "50/second;3000/minute"
+    upload: str = "20/second;600/minute"  # upload requests (dry runs included)
+    upload_bytes: str = "1000000000/minute"  # bytes uploaded, as the requests declare them
+
+    @field_validator("query", "retrieve", "upload", "upload_bytes")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        if value.strip():
+            parse_many(value)  # a malformed limit fails at start-up
+        return value
 
 
 class Settings(BaseSettings):
@@ -142,6 +160,18 @@ class Settings(BaseSettings):
     max_history_turns: int = Field(default=100, ge=0)
     conversation_history_tokens: int = Field(default=400, ge=64)
     conversation_summary_tokens: int = Field(default=120, ge=16)
+
+    # Rate limits (api/ratelimit.py): each API key, and each tenant (all its keys together), separately per
+    # kind of request; past one, 429 with Retry-After. tenant_rate_limits overrides a tenant's own limits
+    # (RAG_TENANT_RATE_LIMITS='{"acme": {"query": "50/second"}}'). The counters live in this process
+    # ("memory://"), or in Redis-compatible storage every worker shares (RAG_RATE_LIMIT_STORAGE=redis://…).
+    rate_limits_per_key: RateLimitSettings = RateLimitSettings()
+    rate_limits_per_tenant: RateLimitSettings = RateLimitSettings(
+        query="40/second;1200/minute", retrieve="100/second;6000/minute", upload="40/second;1200/minute",
+        upload_bytes="2000000000/minute",
+    )
+    tenant_rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
+    rate_limit_storage: str = "memory://"
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files_per_request: int = Field(default=32, ge=1)

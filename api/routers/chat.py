@@ -30,7 +30,7 @@ from api.chat_schemas import (
     ModelList,
     ModelOut,
 )
-from api.deps import get_service, get_tenant
+from api.deps import get_service, get_tenant, rate_limited
 from api.errors import OPENAI_TAG, error_body
 from api.schemas import ErrorResponse, QueryResponse
 from api.streaming import SSE_HEADERS, pieces
@@ -51,7 +51,7 @@ _ERRORS = {
     400: {"model": ErrorResponse, "description": "a request this endpoint cannot take (OpenAI's error shape)"},
     401: {"model": ErrorResponse, "description": "no API key, or an unknown one"},
     404: {"model": ErrorResponse, "description": "no such model"},
-    429: {"model": ErrorResponse, "description": "the tenant's daily budget is spent"},
+    429: {"model": ErrorResponse, "description": "a rate limit is reached, or the tenant's daily budget is spent"},
 }
 
 
@@ -130,6 +130,7 @@ def models(_tenant: Annotated[str, Depends(get_tenant)]) -> ModelList:
     "/chat/completions",
     response_model=ChatCompletion,
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or chunks with stream"}, **_ERRORS},
+    dependencies=[Depends(rate_limited("query"))],
 )
 def chat_completions(
     request: ChatCompletionRequest,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Query, UploadFile, status
 from fastapi.responses import JSONResponse
 
-from api.deps import get_service, get_tenant
+from api.deps import get_service, get_tenant, rate_limited
 from api.schemas import (
     ChunkPlan,
     DeleteResponse,
@@ -25,7 +25,7 @@ from rag.service import Service
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (404, 413, 415, 422, 429, 503)}
 
 
 def _read_bounded(file: UploadFile, limit: int) -> bytes | RagError:
@@ -81,6 +81,7 @@ def _dry_run(estimates: list[Estimate], tokens_per_second: float | None) -> JSON
     status_code=status.HTTP_201_CREATED,
     response_model=UploadResponse,
     responses={**_ERRORS, 200: {"model": UploadEstimate, "description": "with dry_run: what an upload would do"}},
+    dependencies=[Depends(rate_limited("upload"))],
 )
 def upload_documents(
     files: Annotated[list[UploadFile], File(description="one or more documents: PDF, HTML, DOCX, Markdown, text")],

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from api.deps import get_service, get_tenant
+from api.deps import get_service, get_tenant, rate_limited
 from api.errors import error_body
 from api.schemas import (
     ErrorResponse,
@@ -54,8 +54,9 @@ async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events with stream"},
         422: {"model": ErrorResponse},
-        429: {"model": ErrorResponse, "description": "the tenant's daily budget is spent"},
+        429: {"model": ErrorResponse, "description": "a rate limit is reached, or the tenant's daily budget is spent"},
     },
+    dependencies=[Depends(rate_limited("query"))],
 )
 def query(
     request: QueryRequest,
@@ -74,7 +75,12 @@ def query(
     return QueryResponse.of(answer)
 
 
-@router.post("/retrieve", response_model=RetrieveResponse, responses={422: {"model": ErrorResponse}})
+@router.post(
+    "/retrieve",
+    response_model=RetrieveResponse,
+    responses={422: {"model": ErrorResponse}, 429: {"model": ErrorResponse, "description": "a rate limit is reached"}},
+    dependencies=[Depends(rate_limited("retrieve"))],
+)
 def retrieve(
     request: RetrieveRequest,
     service: Annotated[Service, Depends(get_service)],

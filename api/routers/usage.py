@@ -82,6 +82,10 @@ def prometheus_text(tenants: dict[str, UsageTotals]) -> str:
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
         for tenant, totals in sorted(tenants.items()):
             lines.append(f'{metric}{{tenant="{_label(tenant)}"}} {getattr(totals, attribute)}')
+    lines += ["# HELP rag_rejections_total requests refused before any work, by reason", "# TYPE rag_rejections_total counter"]
+    for tenant, totals in sorted(tenants.items()):
+        for reason, count in sorted(totals.rejected.items()):
+            lines.append(f'rag_rejections_total{{tenant="{_label(tenant)}",reason="{_label(reason)}"}} {count}')
     per_tier = {
         "rag_generation_calls_total": ("calls", "generation calls"),
         "rag_prompt_tokens_total": ("prompt_tokens", "prompt tokens sent"),

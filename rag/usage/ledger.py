@@ -43,6 +43,7 @@ class UsageTotals:
     saved_usd: float = 0.0
     saved_by: dict[str, int] = field(default_factory=dict)  # "cache" / "routing" / "trim" → answers
     tiers: dict[str, TierTotals] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)  # requests refused: "rate_limit" / "budget" → count
 
     def add(self, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool) -> None:
         self.queries += 1
@@ -73,6 +74,7 @@ class UsageTotals:
         """The non-zero sums as flat counters: ``queries``, ``saved_by.trim``, ``tier.strong.calls``, …"""
         flat: dict[str, float] = {name: getattr(self, name) for name in _SCALARS}
         flat.update({f"saved_by.{reason}": n for reason, n in self.saved_by.items()})
+        flat.update({f"rejected.{reason}": n for reason, n in self.rejected.items()})
         for name, tier in self.tiers.items():
             flat.update({f"tier.{name}.{f.name}": getattr(tier, f.name) for f in fields(TierTotals)})
         return {metric: value for metric, value in flat.items() if value}
@@ -85,6 +87,8 @@ class UsageTotals:
                 setattr(totals, metric, _typed(metric, value))
             elif metric.startswith("saved_by."):
                 totals.saved_by[metric.removeprefix("saved_by.")] = round(value)
+            elif metric.startswith("rejected."):
+                totals.rejected[metric.removeprefix("rejected.")] = round(value)
             elif metric.startswith("tier."):
                 name, _, attribute = metric.removeprefix("tier.").rpartition(".")
                 tier = totals.tiers.setdefault(name, TierTotals())
@@ -92,7 +96,7 @@ class UsageTotals:
         return totals
 
 
-_SCALARS = tuple(f.name for f in fields(UsageTotals) if f.name not in ("saved_by", "tiers"))
+_SCALARS = tuple(f.name for f in fields(UsageTotals) if f.name not in ("saved_by", "tiers", "rejected"))
 
 
 def _typed(attribute: str, value: float) -> float | int:
@@ -144,6 +148,10 @@ class UsageLedger:
         delta.add(usage, cache_hit, escalated, aborted)
         self._store.add(tenant, self._hour(), delta.counters())
 
+    def reject(self, tenant: str, reason: str) -> None:
+        """Count a request refused before any work (a rate limit, the daily budget): no usage, one count."""
+        self._store.add(tenant, self._hour(), {f"rejected.{reason}": 1})
+
     def totals(self) -> UsageTotals:
         overall: dict[str, float] = {}
         for counters in self._store.sums().values():
@@ -193,6 +201,7 @@ class UsageLedger:
             return "normal"
         spent = self.spent_today(tenant)
         if spent >= limit_usd:
+            self.reject(tenant, "budget")
             resets = self.day_resets_at()
             raise BudgetExceeded(
                 f"tenant {tenant!r} has spent ${spent:.4f} of its ${limit_usd:.4f} daily budget; "
