@@ -47,7 +47,11 @@ class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self._per_key = settings.rate_limits_per_key
         self._per_tenant = settings.rate_limits_per_tenant
-        self._overrides = settings.tenant_rate_limits
+        # An override changes the limits it names; the others stay the per-tenant defaults.
+        self._overrides = {
+            tenant: self._per_tenant.model_copy(update={name: getattr(given, name) for name in given.model_fields_set})
+            for tenant, given in settings.tenant_rate_limits.items()
+        }
         self._storage_url = settings.rate_limit_storage
         self._limiter: MovingWindowRateLimiter | None = None
         self._parsed: dict[str, list[RateLimitItem]] = {}

@@ -64,6 +64,17 @@ def test_a_tenant_limit_is_shared_by_its_keys_and_can_be_overridden(tmp_path: Pa
     with pytest.raises(RateLimited, match="4 questions per minute for the tenant 'acme'"):
         rate_limiter.check("query", "acme", "c")
     assert admitted(rate_limiter, 12, tenant="big") == 10
+    assert admitted(rate_limiter, 12, kind="retrieve", tenant="big") == 12  # what the override leaves: the default
+
+
+def test_an_override_keeps_the_tenant_defaults_it_does_not_name(tmp_path: Path) -> None:
+    rate_limiter = limiter(
+        tmp_path,
+        rate_limits_per_tenant=RateLimitSettings(query="4/minute", retrieve="3/minute"),
+        tenant_rate_limits={"big": {"query": "10/minute"}},
+    )
+    assert admitted(rate_limiter, 12, tenant="big") == 10
+    assert admitted(rate_limiter, 5, kind="retrieve", tenant="big") == 3
     assert admitted(rate_limiter, 6, tenant="other", key=None) == 4  # auth off: the tenant's limit alone
 
 
