@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.ratelimit import Kind, RateLimiter
-from rag.errors import RateLimited
+from rag.errors import InvalidRequest, RateLimited
 from rag.keys import Authenticator
 from rag.service import Service
 from rag.types import DEFAULT_TENANT
@@ -53,3 +54,24 @@ def rate_limited(kind: Kind) -> Callable[..., None]:
             raise
 
     return dependency
+
+
+MAX_REQUEST_TIMEOUT_SECONDS = 3600.0
+
+
+def request_deadline(request: Request) -> float:
+    """When the request's answer stops being worth generating (``time.monotonic()`` seconds): the service's
+    request timeout after arrival, or less if the client says so in ``X-Request-Timeout`` (seconds)."""
+    timeout = get_service(request).settings.request_timeout_seconds
+    given = request.headers.get("x-request-timeout")
+    if given is not None:
+        try:
+            asked = float(given)
+        except ValueError:
+            raise InvalidRequest("X-Request-Timeout must be a number of seconds", "X-Request-Timeout") from None
+        if not 0 < asked <= MAX_REQUEST_TIMEOUT_SECONDS:
+            raise InvalidRequest(
+                f"X-Request-Timeout must be between 0 and {MAX_REQUEST_TIMEOUT_SECONDS:g} seconds", "X-Request-Timeout"
+            )
+        timeout = min(timeout, asked)
+    return time.monotonic() + timeout

@@ -47,7 +47,7 @@ _HTTP_CODES = {
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RagError)
     async def _rag_error(request: Request, exc: RagError) -> JSONResponse:
-        if exc.status_code >= 500:
+        if exc.status_code >= 500 and exc.retry_after() is None:  # a refusal under load is not a fault
             log.error("%s: %s", exc.code, exc.message)
         status = 400 if exc.status_code == 422 and _speaks_openai(request) else exc.status_code
         response = error_response(status, exc.code, exc.message, exc.param)

@@ -249,7 +249,10 @@ class UsageTotalsOut(BaseModel):
     saved_usd: float
     saved_by: dict[str, int]
     tiers: dict[str, TierTotalsOut]
-    rejected: dict[str, int] = Field(description="requests refused before any work, by reason: rate_limit, budget")
+    rejected: dict[str, int] = Field(
+        description="questions and requests refused, by reason: rate_limit, budget, admission (generation's queue too "
+        "long), deadline (dropped from the queue before any model call)"
+    )
 
 
 class BudgetOut(BaseModel):

@@ -110,3 +110,27 @@ class RateLimited(RagError):
 
     def retry_after(self) -> int | None:
         return self.retry_after_seconds
+
+
+class Overloaded(RagError):
+    """Generation's queue is too long: a new question would wait past the admission limit."""
+
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def retry_after(self) -> int | None:
+        return self.retry_after_seconds
+
+
+class DeadlineExceeded(RagError):
+    """The request's deadline passed before generation could start; no model was asked."""
+
+    status_code = 503
+    code = "deadline_exceeded"
+
+    def retry_after(self) -> int | None:
+        return 1

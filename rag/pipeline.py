@@ -10,16 +10,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
-from rag.cache.semantic import CachedAnswer, SemanticCache
+from rag.cache.semantic import CachedAnswer, CacheLookup, SemanticCache
 from rag.conversation.rewriter import FollowUpRewriter
-from rag.errors import InvalidRequest
+from rag.errors import DeadlineExceeded, InvalidRequest, Overloaded
 from rag.generation.abstention import AbstentionCheck
+from rag.generation.gate import GenerationGate
 from rag.generation.llm.base import LLM, ChatMessage, Generation
 from rag.generation.prompt import NO_ANSWER, build_messages, citations_for, is_abstention, split_answer
 from rag.generation.router import CascadeRouter
@@ -41,6 +42,20 @@ _SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, every surrogate is unpai
 ANSWER_CHARS_PER_QUESTION_CHAR = 10
 
 
+@dataclass
+class _Prepared:
+    """A question up to the answer cache: what the rest of the answer starts from."""
+
+    question: str  # standalone: the follow-up rewritten
+    spent: list[TierUsage]  # model calls already paid (a rewrite)
+    conversation: dict[str, object]
+    vector: np.ndarray
+    embedding_tokens: int
+    lookup: CacheLookup | None
+    embed_ms: float
+    cache_ms: float
+
+
 class QueryPipeline:
     def __init__(
         self,
@@ -52,6 +67,7 @@ class QueryPipeline:
         router: CascadeRouter | None = None,
         ledger: UsageLedger | None = None,
         rewriter: FollowUpRewriter | None = None,
+        gate: GenerationGate | None = None,
     ) -> None:
         missing = set(settings.tiers) - set(llms)
         if missing:
@@ -66,6 +82,7 @@ class QueryPipeline:
         self._embed_query = embed_query
         self._cache = cache
         self._rewriter = rewriter
+        self._gate = gate
         self._abstention = AbstentionCheck(settings.abstain_below_relevance) if settings.abstain_unsupported else None
 
     def validate(self, question: str, top_k: int | None, token_budget: int | None) -> tuple[str, int, int]:
@@ -97,8 +114,10 @@ class QueryPipeline:
         token_budget: int | None = None,
         max_answer_tokens: int | None = None,
         history: Sequence[Turn] = (),
+        deadline: float | None = None,
     ) -> Answer:
-        for event in self.answer_stream(question, tenant, top_k, token_budget, max_answer_tokens, history):
+        stream = self.answer_stream(question, tenant, top_k, token_budget, max_answer_tokens, history, deadline)
+        for event in stream:
             if isinstance(event, Answer):
                 return event
         raise AssertionError("answer_stream ended without an Answer")
@@ -111,10 +130,14 @@ class QueryPipeline:
         token_budget: int | None = None,
         max_answer_tokens: int | None = None,
         history: Sequence[Turn] = (),
+        deadline: float | None = None,
     ) -> Iterator[str | Answer]:
         """Pieces of the answer's text as they are generated, then the ``Answer`` itself.
 
-        Validation and the budget check run before the first item, so a refused question raises at once.
+        Validation, the budget check, the answer cache and (on a miss) admission to generation run before
+        the first item, so a refused question raises at once and a cache hit never waits for generation.
+        ``deadline`` (``time.monotonic()`` seconds): past it while waiting for generation, the question is
+        dropped before any model call (``DeadlineExceeded``).
         ``max_answer_tokens`` lowers the answer's token limit for this question (never above the setting).
         ``history``: the conversation's earlier turns; a follow-up is made standalone before the answer
         cache and retrieval see it (``rag/conversation``), and what that cost is in the usage block.
@@ -127,7 +150,16 @@ class QueryPipeline:
             raise InvalidRequest("the answer's token limit must be at least 1")
         limit = min(max_answer_tokens or s.max_answer_tokens, s.max_answer_tokens)
         history = self.validate_history(history)
-        return self._stream(question, tenant, top_k, token_budget, mode == "cheap_only", started, limit, history)
+        prepared = self._prepare(question, tenant, history, started)
+        if prepared.lookup is not None and prepared.lookup.hit:
+            return self._cached(prepared, tenant, started)
+        if self._gate is not None:
+            try:
+                self._gate.admit(tenant)
+            except Overloaded:
+                self._refused(tenant, prepared.spent, "admission")
+                raise
+        return self._stream(prepared, tenant, top_k, token_budget, mode == "cheap_only", started, limit, deadline)
 
     def validate_history(self, history: Sequence[Turn]) -> tuple[Turn, ...]:
         s = self._settings
@@ -145,17 +177,8 @@ class QueryPipeline:
                 raise InvalidRequest(f"history turn {number} is not valid Unicode (an unpaired surrogate)", "history")
         return tuple(history)
 
-    def _stream(
-        self,
-        question: str,
-        tenant: str,
-        top_k: int,
-        token_budget: int,
-        cheap_only: bool,
-        started: float,
-        max_tokens: int,
-        history: tuple[Turn, ...],
-    ) -> Iterator[str | Answer]:
+    def _prepare(self, question: str, tenant: str, history: tuple[Turn, ...], started: float) -> _Prepared:
+        """A follow-up made standalone, the question embedded, the answer cache asked."""
         spent: list[TierUsage] = []  # every model call, appended as soon as it ends or is abandoned
         conversation: dict[str, object] = {}
         if history and self._rewriter is not None:
@@ -163,39 +186,66 @@ class QueryPipeline:
             spent += rewrite.generations
             conversation = {"asked": question, "searched": rewrite.question, "reason": rewrite.reason}
             question = rewrite.question
-        answer_calls = len(spent)  # the calls before this one made the question, not the answer
         with self._counted_if_unanswered(tenant, spent):
             vector = self._embed_query(question)  # once: for the cache and for dense retrieval
-            embedding_tokens = count_tokens(question)
             after_embed = time.perf_counter()
             lookup = self._cache.lookup(tenant, question, vector) if self._cache else None
-            after_cache = time.perf_counter()
-        if lookup is not None and lookup.hit:
-            usage = replace(
-                total_usage(spent) if spent else CACHE_HIT,
-                model="cache",
-                tier="cache",
-                embedding_tokens=embedding_tokens,
-                reference_cost_usd=lookup.answer.reference_cost_usd,
-                saved_by=("cache",),
-            )
-            self._record(tenant, usage, cache_hit=True, escalated=False)
-            yield lookup.answer.answer
-            yield Answer(
-                answer=lookup.answer.answer,
-                citations=lookup.answer.citations,
-                usage=usage,
-                latency_ms=(after_cache - started) * 1000,
-                stage_ms={"embed": (after_embed - started) * 1000, "cache": (after_cache - after_embed) * 1000},
-                debug={
-                    "cache": {"reason": lookup.reason, "cached_question": lookup.cached_question},
-                    **({"conversation": conversation} if conversation else {}),
-                },
-                cache="hit",
-                cache_similarity=lookup.similarity,
-                searched_question=question,
-            )
+        return _Prepared(
+            question, spent, conversation, vector, count_tokens(question), lookup,
+            embed_ms=(after_embed - started) * 1000, cache_ms=(time.perf_counter() - after_embed) * 1000,
+        )
+
+    def _refused(self, tenant: str, spent: list[TierUsage], reason: str) -> None:
+        """A question refused under load: counted as such, with any call already paid (a rewrite)."""
+        if self._ledger is None:
             return
+        self._ledger.reject(tenant, reason)
+        if spent:
+            self._record(tenant, total_usage(spent), cache_hit=False, escalated=False, aborted=True)
+
+    def _cached(self, prepared: _Prepared, tenant: str, started: float) -> Iterator[str | Answer]:
+        lookup = prepared.lookup
+        assert lookup is not None
+        usage = replace(
+            total_usage(prepared.spent) if prepared.spent else CACHE_HIT,
+            model="cache",
+            tier="cache",
+            embedding_tokens=prepared.embedding_tokens,
+            reference_cost_usd=lookup.answer.reference_cost_usd,
+            saved_by=("cache",),
+        )
+        self._record(tenant, usage, cache_hit=True, escalated=False)
+        yield lookup.answer.answer
+        yield Answer(
+            answer=lookup.answer.answer,
+            citations=lookup.answer.citations,
+            usage=usage,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            stage_ms={"embed": prepared.embed_ms, "cache": prepared.cache_ms},
+            debug={
+                "cache": {"reason": lookup.reason, "cached_question": lookup.cached_question},
+                **({"conversation": prepared.conversation} if prepared.conversation else {}),
+            },
+            cache="hit",
+            cache_similarity=lookup.similarity,
+            searched_question=prepared.question,
+        )
+
+    def _stream(
+        self,
+        prepared: _Prepared,
+        tenant: str,
+        top_k: int,
+        token_budget: int,
+        cheap_only: bool,
+        started: float,
+        max_tokens: int,
+        deadline: float | None,
+    ) -> Iterator[str | Answer]:
+        question, spent, lookup, vector = prepared.question, prepared.spent, prepared.lookup, prepared.vector
+        embedding_tokens, conversation = prepared.embedding_tokens, prepared.conversation
+        answer_calls = len(spent)  # the calls before this one made the question, not the answer
+        after_cache = time.perf_counter()
         with self._counted_if_unanswered(tenant, spent):
             retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
         after_retrieval = time.perf_counter()
@@ -213,7 +263,8 @@ class QueryPipeline:
                 messages = build_messages(question, passages, self._settings.injection_defense)
                 grounding = self._router is not None and self._router.params.checks_grounding
                 generation, route = yield from self._generate(
-                    question, messages, passages, spent, cheap_only, max_tokens, emit=not grounding
+                    question, messages, passages, spent, cheap_only, max_tokens, emit=not grounding,
+                    admission=(tenant, deadline),
                 )
                 raw, finish_reason = generation.text, generation.finish_reason
                 text, cited = split_answer(raw, passages)
@@ -240,8 +291,8 @@ class QueryPipeline:
             entry = CachedAnswer(text, tuple(citations), usage.reference_cost_usd)
             self._cache.store(tenant, question, vector, entry, abstained)
         stage_ms = {
-            "embed": (after_embed - started) * 1000,
-            "cache": (after_cache - after_embed) * 1000,
+            "embed": prepared.embed_ms,
+            "cache": prepared.cache_ms,
             "retrieve": (after_retrieval - after_cache) * 1000,
             "generate": (done - after_retrieval) * 1000,
         }
@@ -270,10 +321,32 @@ class QueryPipeline:
     # -- generation ---------------------------------------------------------------------------------
 
     def _call(
+        self,
+        tier: str,
+        messages: list[ChatMessage],
+        spent: list[TierUsage],
+        max_tokens: int,
+        emit: bool,
+        admission: tuple[str, float | None],
+    ) -> Generator[str, None, Generation]:
+        """One generation call, in a slot of the gate (``admission``: the tenant and the deadline), its text
+        pieces passed on when ``emit``; its usage lands in ``spent`` whether it completes or is abandoned
+        (counted on the text generated so far)."""
+        if self._gate is None:
+            return (yield from self._generation(tier, messages, spent, max_tokens, emit))
+        tenant, deadline = admission
+        with ExitStack() as held:
+            try:
+                held.enter_context(self._gate.slot(tenant, deadline))
+            except DeadlineExceeded:
+                if self._ledger is not None:
+                    self._ledger.reject(tenant, "deadline")
+                raise
+            return (yield from self._generation(tier, messages, spent, max_tokens, emit))
+
+    def _generation(
         self, tier: str, messages: list[ChatMessage], spent: list[TierUsage], max_tokens: int, emit: bool
     ) -> Generator[str, None, Generation]:
-        """One generation call, its text pieces passed on when ``emit``; its usage lands in ``spent``
-        whether it completes or is abandoned (counted on the text generated so far)."""
         settings = self._settings
         stream = self._llms[tier].stream(messages, max_tokens)
         pieces: list[str] = []
@@ -304,6 +377,7 @@ class QueryPipeline:
         cheap_only: bool,
         max_tokens: int,
         emit: bool,
+        admission: tuple[str, float | None],
     ) -> Generator[str, None, tuple[Generation, Route]]:
         """One call when routing is fixed; in a cascade the cheap tier first (its answer sent whole once
         the router accepts it), the strong one, streamed, only if the check fails. Near the tenant's
@@ -311,18 +385,18 @@ class QueryPipeline:
         answer's grounding first."""
         s = self._settings
         if cheap_only:
-            generation = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=emit)
+            generation = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=emit, admission=admission)
             return generation, Route(s.cheap_tier, "near the tenant's daily budget: cheap tier only")
         if s.routing == "fixed" or self._router is None:
-            generation = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
+            generation = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit, admission=admission)
             return generation, Route(s.default_tier, "routing is fixed")
-        cheap = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=False)
+        cheap = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=False, admission=admission)
         verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence, question)
         if verdict.accept:
             if emit:
                 yield cheap.text
             return cheap, Route(s.cheap_tier, verdict.reason)
-        strong = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
+        strong = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit, admission=admission)
         return strong, Route(s.default_tier, verdict.reason, escalated=True)
 
     # -- accounting ---------------------------------------------------------------------------------

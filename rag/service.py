@@ -35,6 +35,7 @@ from rag.database.schema import require_current
 from rag.database.sql import PostgresSql
 from rag.errors import StoreError
 from rag.generation.evidence import PairScorer
+from rag.generation.gate import GenerationGate
 from rag.generation.llm.base import LLM
 from rag.generation.llm.factory import build_llm
 from rag.generation.router import NO_SCORE_CHECK, CascadeRouter, load_routing, with_overrides
@@ -99,6 +100,8 @@ class Service:
     # The strong tier on every question, same retrieval, keys and budgets, no answer cache (its entries may
     # come from the cheap tier): what a client asks for by the model name ``costrag-strong``.
     strong_pipeline: QueryPipeline
+    # This worker's generation slots, shared by both pipelines (queue length and wait for /metrics).
+    gate: GenerationGate
     # Embedded: the data dir's lock (one process owns it). Server mode: the shared database, and this
     # process's writer lock in it; workers may then share a data dir (it holds only derived files).
     _lock_handle: IO[str] | None
@@ -154,6 +157,8 @@ class Service:
         ledger_rows = SqlLedgerStore(shared) if shared else SqlLedgerStore.embedded(settings.data_dir / "usage.sqlite")
         ledger = UsageLedger(ledger_rows)
         rewriter = follow_up_rewriter(settings, llms)
+        # One gate for both pipelines: they share this worker's generation slots.
+        gate = GenerationGate(settings.generation_slots, settings.admission_max_wait_seconds, settings.tenant_weights)
         keys = None
         if settings.auth == "api_keys":
             keys = KeyStore(shared) if shared else KeyStore.embedded(settings.data_dir / KEYS_FILE)
@@ -181,6 +186,7 @@ class Service:
                 router_for(settings, reranker),
                 ledger,
                 rewriter,
+                gate,
             ),
             strong_pipeline=QueryPipeline(
                 settings.model_copy(update={"routing": "fixed"}),
@@ -189,7 +195,9 @@ class Service:
                 query_embedder.embed_query,
                 ledger=ledger,
                 rewriter=rewriter,
+                gate=gate,
             ),
+            gate=gate,
             _lock_handle=lock,
             _database=database,
             _writers=writers,

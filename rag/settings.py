@@ -173,6 +173,16 @@ class Settings(BaseSettings):
     tenant_rate_limits: dict[str, RateLimitSettings] = Field(default_factory=dict)
     rate_limit_storage: str = "memory://"
 
+    # Overload (rag/generation/gate.py): generation slots per worker, handed out in weighted fair order by
+    # tenant (tenant_weights, default 1 each); a question whose expected wait for a slot passes
+    # admission_max_wait_seconds is refused at once (503 with Retry-After). A request's deadline is
+    # request_timeout_seconds after it arrives (a client may send less in X-Request-Timeout): past it while
+    # queued, the question is dropped before any model call.
+    generation_slots: int = Field(default=1, ge=1)
+    admission_max_wait_seconds: float = Field(default=20.0, gt=0)
+    tenant_weights: dict[str, float] = Field(default_factory=dict)
+    request_timeout_seconds: float = Field(default=120.0, gt=0)
+
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files_per_request: int = Field(default=32, ge=1)
 

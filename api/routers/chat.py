@@ -30,7 +30,7 @@ from api.chat_schemas import (
     ModelList,
     ModelOut,
 )
-from api.deps import get_service, get_tenant, rate_limited
+from api.deps import get_service, get_tenant, rate_limited, request_deadline
 from api.errors import OPENAI_TAG, error_body
 from api.schemas import ErrorResponse, QueryResponse
 from api.streaming import SSE_HEADERS, pieces
@@ -136,6 +136,7 @@ def chat_completions(
     request: ChatCompletionRequest,
     service: Annotated[Service, Depends(get_service)],
     tenant: Annotated[str, Depends(get_tenant)],
+    deadline: Annotated[float, Depends(request_deadline)],
 ) -> ChatCompletion | StreamingResponse:
     """An OpenAI chat completion answering the conversation's last question from the tenant's documents.
     ``max_completion_tokens`` (or ``max_tokens``) lowers the answer's token limit, never past the service's."""
@@ -146,12 +147,12 @@ def chat_completions(
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if request.stream:
-        # Validation and the budget check raise here, before the stream starts: a plain JSON error.
-        events = pipeline.answer_stream(question, tenant, max_answer_tokens=limit, history=history)
+        # Validation, the budget check and admission raise here, before the stream starts: a plain JSON error.
+        events = pipeline.answer_stream(question, tenant, max_answer_tokens=limit, history=history, deadline=deadline)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         chunks = _chunks(events, completion_id, created, request.model, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
-    answer = pipeline.answer(question, tenant, max_answer_tokens=limit, history=history)
+    answer = pipeline.answer(question, tenant, max_answer_tokens=limit, history=history, deadline=deadline)
     return ChatCompletion(
         id=completion_id,
         created=created,

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from api.deps import get_service, get_tenant, rate_limited
+from api.deps import get_service, get_tenant, rate_limited, request_deadline
 from api.errors import error_body
 from api.schemas import (
     ErrorResponse,
@@ -55,6 +55,7 @@ async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
         200: {"content": {"text/event-stream": {}}, "description": "JSON, or server-sent events with stream"},
         422: {"model": ErrorResponse},
         429: {"model": ErrorResponse, "description": "a rate limit is reached, or the tenant's daily budget is spent"},
+        503: {"model": ErrorResponse, "description": "overloaded: generation's queue is too long, or the deadline passed in it"},
     },
     dependencies=[Depends(rate_limited("query"))],
 )
@@ -62,15 +63,16 @@ def query(
     request: QueryRequest,
     service: Annotated[Service, Depends(get_service)],
     tenant: Annotated[str, Depends(get_tenant)],
+    deadline: Annotated[float, Depends(request_deadline)],
 ) -> QueryResponse | StreamingResponse:
     if request.stream:
-        # Validation and the budget check raise here, before the stream starts: a plain JSON error.
+        # Validation, the budget check and admission raise here, before the stream starts: a plain JSON error.
         events = service.pipeline.answer_stream(
-            request.question, tenant, request.top_k, request.token_budget, history=request.turns()
+            request.question, tenant, request.top_k, request.token_budget, history=request.turns(), deadline=deadline
         )
         return StreamingResponse(_server_sent(events), media_type="text/event-stream", headers=SSE_HEADERS)
     answer = service.pipeline.answer(
-        request.question, tenant, request.top_k, request.token_budget, history=request.turns()
+        request.question, tenant, request.top_k, request.token_budget, history=request.turns(), deadline=deadline
     )
     return QueryResponse.of(answer)
 

@@ -11,6 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from api.deps import get_service, get_tenant
 from api.schemas import BudgetOut, ErrorResponse, HourlyUsage, HourOut, UsageReport, UsageTotalsOut
+from rag.generation.gate import GateStats
 from rag.service import Service
 from rag.usage.ledger import UsageTotals
 
@@ -106,4 +107,20 @@ def metrics(
     service: Annotated[Service, Depends(get_service)], tenant: Annotated[str, Depends(get_tenant)]
 ) -> PlainTextResponse:
     """The caller's tenant's counters; a scraper sends that tenant's key as a bearer token."""
-    return PlainTextResponse(prometheus_text(_own(service, tenant)), media_type="text/plain; version=0.0.4")
+    text = prometheus_text(_own(service, tenant)) + gate_text(service.gate.stats())
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+def gate_text(stats: GateStats) -> str:
+    """This worker's generation queue, as gauges (each worker reports its own)."""
+    gauges = {
+        "rag_generation_queue_length": (stats.queued, "questions waiting for a generation slot in this worker"),
+        "rag_generation_running": (stats.running, "generation calls running in this worker"),
+        "rag_generation_slots": (stats.slots, "generation slots of this worker"),
+        "rag_generation_wait_seconds": (round(stats.mean_wait_seconds, 4), "recent mean wait for a slot"),
+        "rag_generation_service_seconds": (round(stats.service_seconds, 4), "recent mean time a call holds a slot"),
+    }
+    lines: list[str] = []
+    for metric, (value, help_text) in gauges.items():
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge", f"{metric} {value}"]
+    return "\n".join(lines) + "\n"

@@ -43,7 +43,7 @@ class UsageTotals:
     saved_usd: float = 0.0
     saved_by: dict[str, int] = field(default_factory=dict)  # "cache" / "routing" / "trim" → answers
     tiers: dict[str, TierTotals] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)  # requests refused: "rate_limit" / "budget" → count
+    rejected: dict[str, int] = field(default_factory=dict)  # refused: rate_limit, budget, admission, deadline
 
     def add(self, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool) -> None:
         self.queries += 1

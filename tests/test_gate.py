@@ -1,0 +1,118 @@
+"""The generation gate on fixed inputs: fair order by tenant, the admission decision, the deadline drop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from rag.errors import DeadlineExceeded, Overloaded
+from rag.generation.gate import GenerationGate
+
+
+class Queue:
+    """Callers queued on a gate whose one slot a holder keeps until ``release``; each caller records
+    when it got through."""
+
+    def __init__(self, gate: GenerationGate) -> None:
+        self.gate = gate
+        self.served: list[str] = []
+        self.errors: list[Exception] = []
+        self._hold = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._enter("holder", hold=True)
+
+    def _enter(self, tenant: str, hold: bool = False, deadline: float | None = None) -> None:
+        before = self.gate.stats()
+
+        def run() -> None:
+            try:
+                with self.gate.slot(tenant, deadline):
+                    self.served.append(tenant)
+                    if hold:
+                        self._hold.wait(10)
+            except Exception as exc:  # noqa: BLE001 -- recorded for the test to assert on
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        deadline_wait = time.monotonic() + 5
+        while time.monotonic() < deadline_wait:  # the call is in (running or queued) before the next
+            now = self.gate.stats()
+            if now.running + now.queued > before.running + before.queued:
+                return
+            time.sleep(0.005)
+        raise AssertionError("the call never reached the gate")
+
+    def add(self, *tenants: str, deadline: float | None = None) -> None:
+        for tenant in tenants:
+            self._enter(tenant, deadline=deadline)
+
+    def release(self) -> None:
+        self._hold.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def test_tenants_are_served_in_turn_whatever_their_backlog() -> None:
+    queue = Queue(GenerationGate(slots=1))
+    queue.add("a", "a", "a", "a", "b", "c", "b")
+    assert queue.gate.order() == ["a", "b", "c", "a", "b", "a", "a"]
+    queue.release()
+    assert queue.served == ["holder", "a", "b", "c", "a", "b", "a", "a"] and not queue.errors
+
+
+def test_a_heavier_tenant_gets_more_turns() -> None:
+    queue = Queue(GenerationGate(slots=1, weights={"gold": 2.0}))
+    queue.add("std", "std", "std", "gold", "gold", "gold", "gold")
+    # Tags: gold's calls cost 0.5 each (0.5, 1, 1.5, 2), std's 1 (1, 2, 3); ties go in arrival order.
+    assert queue.gate.order() == ["gold", "std", "gold", "gold", "std", "gold", "std"]
+    queue.release()
+
+
+def test_admission_refuses_the_flooding_tenant_and_admits_the_other() -> None:
+    gate = GenerationGate(slots=1, max_wait_seconds=5.0, initial_service_seconds=2.0)
+    queue = Queue(gate)
+    assert gate.expected_wait("a") == pytest.approx(2.0)  # one call running: one service time
+    queue.add("a", "a")
+    # a's next call would wait behind the running one and its own two: 3 × 2 s > 5 s.
+    assert gate.expected_wait("a") == pytest.approx(6.0)
+    with pytest.raises(Overloaded, match=r"wait about 6 s .*limit 5 s") as refused:
+        gate.admit("a")
+    assert refused.value.status_code == 503 and refused.value.retry_after() == 1
+    # b goes ahead of a's backlog: behind the running call and a's first, tied with it.
+    assert gate.expected_wait("b") == pytest.approx(4.0)
+    gate.admit("b")
+    queue.release()
+
+
+def test_an_idle_gate_admits_at_once() -> None:
+    gate = GenerationGate(slots=2, max_wait_seconds=0.5)
+    assert gate.expected_wait("a") == 0
+    gate.admit("a")
+    with gate.slot("a"):
+        assert gate.expected_wait("b") == 0  # the second slot is free
+        assert gate.stats().running == 1
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_is_dropped_before_it_runs() -> None:
+    queue = Queue(GenerationGate(slots=1))
+    queue.add("late", deadline=time.monotonic() + 0.2)
+    queue.add("patient")
+    time.sleep(0.5)
+    assert queue.gate.order() == ["patient"]  # the late call left the queue on its own
+    queue.release()
+    assert queue.served == ["holder", "patient"]
+    assert len(queue.errors) == 1 and isinstance(queue.errors[0], DeadlineExceeded)
+    with pytest.raises(DeadlineExceeded), queue.gate.slot("x", deadline=time.monotonic() - 1):
+        pass  # already past: refused without queueing
+
+
+def test_the_service_time_follows_the_calls() -> None:
+    gate = GenerationGate(initial_service_seconds=2.0)
+    for _ in range(20):
+        with gate.slot("a"):
+            time.sleep(0.01)
+    assert gate.stats().service_seconds < 0.1 and gate.stats().mean_wait_seconds < 0.05
