@@ -5,6 +5,8 @@ itself, as a long answer would hold it."""
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -123,3 +125,31 @@ def test_a_deadline_passed_in_the_queue_drops_the_question_before_any_model_call
             assert bad.status_code == 422 and bad.json()["error"]["param"] == "X-Request-Timeout"
     finally:
         held.release()
+
+
+def _abandoned_request(url: str, path: str, body: dict, headers: dict, after_s: float) -> None:
+    """Send a request and close the connection after ``after_s``, as a client that gives up does."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**headers, "Content-Type": "application/json"}.items())
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{head}Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        time.sleep(after_s)
+
+
+def test_a_client_that_leaves_stops_its_generation_and_its_tokens_are_counted(server) -> None:
+    live, query = server
+    # The strong profile: one streamed generation, no answer cache, so each ask generates anew.
+    body = {"model": "costrag-strong", "messages": [{"role": "user", "content": query["question"]}]}
+    with httpx.Client(base_url=live.url, headers=live.auth_headers, timeout=300) as http:
+        whole = http.post("/v1/chat/completions", json=body).json()["usage"]["completion_tokens"]
+        before = http.get("/v1/usage").json()["total"]
+        _abandoned_request(live.url, "/v1/chat/completions", body, live.auth_headers, after_s=0.3)
+        deadline = time.monotonic() + 120
+        while (after := http.get("/v1/usage").json()["total"])["aborted"] == before["aborted"]:
+            assert time.monotonic() < deadline, "the abandoned answer was never counted"
+            time.sleep(0.2)
+    assert after["queries"] == before["queries"] + 1
+    assert after["prompt_tokens"] > before["prompt_tokens"]  # the prompt was read: counted
+    spent = after["completion_tokens"] - before["completion_tokens"]
+    assert 1 <= spent < whole, (spent, whole)  # stopped after its first piece, not generated to the end

@@ -12,10 +12,12 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.chat_schemas import (
     AssistantMessage,
@@ -33,7 +35,7 @@ from api.chat_schemas import (
 from api.deps import get_service, get_tenant, rate_limited, request_deadline
 from api.errors import OPENAI_TAG, error_body
 from api.schemas import ErrorResponse, QueryResponse
-from api.streaming import SSE_HEADERS, pieces
+from api.streaming import CLIENT_CLOSED_REQUEST, SSE_HEADERS, answer_unless_gone, pieces
 from rag.errors import InvalidRequest, RagError, UnknownModel
 from rag.pipeline import QueryPipeline
 from rag.service import Service
@@ -132,12 +134,13 @@ def models(_tenant: Annotated[str, Depends(get_tenant)]) -> ModelList:
     responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or chunks with stream"}, **_ERRORS},
     dependencies=[Depends(rate_limited("query"))],
 )
-def chat_completions(
+async def chat_completions(
     request: ChatCompletionRequest,
+    http: Request,
     service: Annotated[Service, Depends(get_service)],
     tenant: Annotated[str, Depends(get_tenant)],
     deadline: Annotated[float, Depends(request_deadline)],
-) -> ChatCompletion | StreamingResponse:
+) -> ChatCompletion | StreamingResponse | Response:
     """An OpenAI chat completion answering the conversation's last question from the tenant's documents.
     ``max_completion_tokens`` (or ``max_tokens``) lowers the answer's token limit, never past the service's."""
     pipeline = _pipeline(service, request.model)
@@ -146,13 +149,18 @@ def chat_completions(
     limit = request.max_completion_tokens or request.max_tokens
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    # Validation, the budget check, the cache and admission run here, before any response starts: a refusal
+    # is a plain JSON error, streamed or not.
+    events = await run_in_threadpool(
+        partial(pipeline.answer_stream, question, tenant, max_answer_tokens=limit, history=history, deadline=deadline)
+    )
     if request.stream:
-        # Validation, the budget check and admission raise here, before the stream starts: a plain JSON error.
-        events = pipeline.answer_stream(question, tenant, max_answer_tokens=limit, history=history, deadline=deadline)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         chunks = _chunks(events, completion_id, created, request.model, include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
-    answer = pipeline.answer(question, tenant, max_answer_tokens=limit, history=history, deadline=deadline)
+    answer = await answer_unless_gone(http, events)
+    if answer is None:  # the client left: generation stopped, what it spent is counted
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return ChatCompletion(
         id=completion_id,
         created=created,

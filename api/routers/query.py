@@ -6,10 +6,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_service, get_tenant, rate_limited, request_deadline
 from api.errors import error_body
@@ -21,7 +23,7 @@ from api.schemas import (
     RetrieveRequest,
     RetrieveResponse,
 )
-from api.streaming import SSE_HEADERS, pieces
+from api.streaming import CLIENT_CLOSED_REQUEST, SSE_HEADERS, answer_unless_gone, pieces
 from rag.errors import RagError
 from rag.service import Service
 from rag.types import Answer
@@ -59,21 +61,27 @@ async def _server_sent(events: Iterator[str | Answer]) -> AsyncIterator[str]:
     },
     dependencies=[Depends(rate_limited("query"))],
 )
-def query(
+async def query(
     request: QueryRequest,
+    http: Request,
     service: Annotated[Service, Depends(get_service)],
     tenant: Annotated[str, Depends(get_tenant)],
     deadline: Annotated[float, Depends(request_deadline)],
-) -> QueryResponse | StreamingResponse:
-    if request.stream:
-        # Validation, the budget check and admission raise here, before the stream starts: a plain JSON error.
-        events = service.pipeline.answer_stream(
-            request.question, tenant, request.top_k, request.token_budget, history=request.turns(), deadline=deadline
+) -> QueryResponse | StreamingResponse | Response:
+    # Validation, the budget check, the cache and admission run here, before any response starts: a refusal
+    # is a plain JSON error, streamed or not.
+    events = await run_in_threadpool(
+        partial(
+            service.pipeline.answer_stream,
+            request.question, tenant, request.top_k, request.token_budget,
+            history=request.turns(), deadline=deadline,
         )
-        return StreamingResponse(_server_sent(events), media_type="text/event-stream", headers=SSE_HEADERS)
-    answer = service.pipeline.answer(
-        request.question, tenant, request.top_k, request.token_budget, history=request.turns(), deadline=deadline
     )
+    if request.stream:
+        return StreamingResponse(_server_sent(events), media_type="text/event-stream", headers=SSE_HEADERS)
+    answer = await answer_unless_gone(http, events)
+    if answer is None:  # the client left: generation stopped, what it spent is counted
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     return QueryResponse.of(answer)
 
 
