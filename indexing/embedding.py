@@ -37,7 +37,9 @@ _MODEL_PATHS = {"all-minilm-l6-v2": (_minilm_path, 384)}
 class SentenceTransformerEmbedder:
     """L2-normalized sentence-transformers embeddings (cosine == dot product).
 
-    The model loads in ``warm_up``; ``encode`` is serialized because torch already uses every core.
+    The model loads in ``warm_up``; ``encode`` is serialized because torch already uses every core. A
+    large upload is embedded one batch at a time and gives way to any question waiting to be embedded, so
+    that questions keep their latency while it is indexed.
     """
 
     def __init__(self, model_name: str = "all-minilm-l6-v2", batch_size: int = 32, threads: int = 2) -> None:
@@ -48,7 +50,9 @@ class SentenceTransformerEmbedder:
         self._batch_size = batch_size
         self._threads = threads
         self._model = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time
+        self._queries = threading.Condition()  # document batches wait while questions do
+        self._queries_waiting = 0
 
     def warm_up(self) -> None:
         with self._lock:
@@ -78,10 +82,27 @@ class SentenceTransformerEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._encode(texts)
+        batches = []
+        for start in range(0, len(texts), self._batch_size):
+            with self._queries:
+                while self._queries_waiting:
+                    self._queries.wait()
+            batches.append(self._encode(texts[start : start + self._batch_size]))
+        return np.concatenate(batches)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._encode([text])[0]
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Questions: ahead of any document batch still to come."""
+        with self._queries:
+            self._queries_waiting += 1
+        try:
+            return self._encode(texts)
+        finally:
+            with self._queries:
+                self._queries_waiting -= 1
+                self._queries.notify_all()
 
 
 class BatchedQueryEmbedder:
@@ -93,7 +114,7 @@ class BatchedQueryEmbedder:
         self.model_name = embedder.model_name
         self.dim = embedder.dim
         self.batcher: DynamicBatcher[str, np.ndarray] = DynamicBatcher(
-            lambda texts: list(embedder.embed_documents(texts)), max_batch, max_wait_ms, "embed"
+            lambda texts: list(embedder.embed_queries(texts)), max_batch, max_wait_ms, "embed"
         )
 
     def warm_up(self) -> None:

@@ -99,7 +99,10 @@ class Indexer:
         listeners: Sequence[IndexListener] = (),
         graph: GraphStore | None = None,
         writers: WriterLiveness | None = None,
+        concurrency: int = 1,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("indexing concurrency must be at least 1")
         self._listeners = tuple(listeners)
         # Whose unfinished writes may be purged: by default (embedded) every writer but this process.
         self._writers = writers or SoleWriter(registry.writer_id)
@@ -112,6 +115,8 @@ class Indexer:
         self._max_upload_bytes = max_upload_bytes
         self._write_lock = threading.Lock()
         self._embed_rate: float | None = None  # embedding tokens per second, as measured on real writes
+        # Uploads (and dry runs) parsed and embedded at once: bounded, so that they leave questions the CPU.
+        self._slots = threading.BoundedSemaphore(concurrency)
 
     def add(self, upload: Upload, tenant: str) -> IngestOutcome:
         return self.add_many([upload], tenant)[0]
@@ -122,7 +127,14 @@ class Indexer:
         tenant: str,
         on_done: Callable[[IngestOutcome], None] | None = None,
     ) -> list[IngestOutcome]:
-        """Index every upload; each gets its own outcome, and one bad file never loses the others."""
+        """Index every upload; each gets its own outcome, and one bad file never loses the others. At most
+        ``concurrency`` calls run at once; the others wait their turn."""
+        with self._slots:
+            return self._add_all(uploads, tenant, on_done)
+
+    def _add_all(
+        self, uploads: Iterable[Upload], tenant: str, on_done: Callable[[IngestOutcome], None] | None
+    ) -> list[IngestOutcome]:
         outcomes: list[IngestOutcome] = []
         group: list[Upload] = []
         for upload in uploads:
@@ -136,6 +148,10 @@ class Indexer:
 
     def estimate_many(self, uploads: Iterable[Upload], tenant: str) -> list[Estimate]:
         """What ``add_many`` would do with these uploads, without writing anything (a dry run)."""
+        with self._slots:
+            return self._estimate_all(uploads, tenant)
+
+    def _estimate_all(self, uploads: Iterable[Upload], tenant: str) -> list[Estimate]:
         estimates: list[Estimate] = []
         seen: set[str] = set()
         for upload in uploads:

@@ -146,6 +146,7 @@ class Service:
             max_upload_bytes=settings.max_upload_bytes,
             listeners=[cache] if cache else [],
             graph=graph,
+            concurrency=settings.indexing_concurrency,
         )
         # Loaded even when this configuration does not rerank, so that a variant (the eval harness's
         # rerank_trim) shares it; it costs nothing until warm_up.

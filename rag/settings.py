@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     admission_max_wait_seconds: float = Field(default=20.0, gt=0)
     tenant_weights: dict[str, float] = Field(default_factory=dict)
     request_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Uploads parsed and embedded at once per worker (others wait their turn); a large upload also gives
+    # way to questions between its embedding batches (indexing/embedding.py).
+    indexing_concurrency: int = Field(default=1, ge=1)
 
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     max_files_per_request: int = Field(default=32, ge=1)

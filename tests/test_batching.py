@@ -76,3 +76,21 @@ def test_the_real_embedder_gives_the_same_numbers_batched() -> None:
     assert batched.batcher.batches < len(questions)
     batched.close()
 
+
+
+def test_a_question_is_embedded_between_the_batches_of_a_large_upload() -> None:
+    """A large upload gives way to questions: one arriving while 800 passages are being embedded is
+    embedded before they are all done, and both get the vectors they would get alone."""
+    embedder = SentenceTransformerEmbedder(batch_size=32)
+    embedder.warm_up()
+    passages = [f"passage number {i} about steam turbines, rotors and stators in power stations" for i in range(800)]
+    with ThreadPoolExecutor(1) as pool:
+        upload = pool.submit(embedder.embed_documents, passages)
+        while not embedder._lock.locked():  # the upload's first batch is being embedded
+            time.sleep(0.001)
+        question = embedder.embed_query("What are rotors mounted on?")
+        assert not upload.done(), "the question waited for the whole upload"
+        vectors = upload.result()
+    assert vectors.shape == (800, embedder.dim)
+    assert np.allclose(vectors[[0, 400, 799]], embedder.embed_documents([passages[0], passages[400], passages[799]]), atol=1e-5)
+    assert np.allclose(question, embedder.embed_query("What are rotors mounted on?"), atol=1e-5)
