@@ -98,32 +98,29 @@ class BudgetExceeded(RagError):
         return max(1, int((self.resets_at - datetime.now(UTC)).total_seconds()))
 
 
-class RateLimited(RagError):
+class Refused(RagError):
+    """A request turned away under load before any work, with when to try again."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+    def retry_after(self) -> int | None:
+        return self.retry_after_seconds
+
+
+class RateLimited(Refused):
     """A rate limit of the caller's key or tenant is reached; the message names it."""
 
     status_code = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, retry_after_seconds: int) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
 
-    def retry_after(self) -> int | None:
-        return self.retry_after_seconds
-
-
-class Overloaded(RagError):
+class Overloaded(Refused):
     """Generation's queue is too long: a new question would wait past the admission limit."""
 
     status_code = 503
     code = "overloaded"
-
-    def __init__(self, message: str, retry_after_seconds: int) -> None:
-        super().__init__(message)
-        self.retry_after_seconds = retry_after_seconds
-
-    def retry_after(self) -> int | None:
-        return self.retry_after_seconds
 
 
 class DeadlineExceeded(RagError):
