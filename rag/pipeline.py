@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,9 @@ class Retriever(Protocol):
 _SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, every surrogate is unpaired (pairs decode to one char)
 # An earlier answer in a conversation's history may be this many times as long as a question.
 ANSWER_CHARS_PER_QUESTION_CHAR = 10
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -262,9 +265,10 @@ class QueryPipeline:
             else:
                 messages = build_messages(question, passages, self._settings.injection_defense)
                 grounding = self._router is not None and self._router.params.checks_grounding
-                generation, route = yield from self._generate(
-                    question, messages, passages, spent, cheap_only, max_tokens, emit=not grounding,
-                    admission=(tenant, deadline),
+                generation, route = yield from self._in_turn(
+                    tenant,
+                    deadline,
+                    self._generate(question, messages, passages, spent, cheap_only, max_tokens, emit=not grounding),
                 )
                 raw, finish_reason = generation.text, generation.finish_reason
                 text, cited = split_answer(raw, passages)
@@ -320,33 +324,28 @@ class QueryPipeline:
 
     # -- generation ---------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        tier: str,
-        messages: list[ChatMessage],
-        spent: list[TierUsage],
-        max_tokens: int,
-        emit: bool,
-        admission: tuple[str, float | None],
-    ) -> Generator[str, None, Generation]:
-        """One generation call, in a slot of the gate (``admission``: the tenant and the deadline), its text
-        pieces passed on when ``emit``; its usage lands in ``spent`` whether it completes or is abandoned
-        (counted on the text generated so far)."""
+    def _in_turn(
+        self, tenant: str, deadline: float | None, calls: Generator[str, None, T]
+    ) -> Generator[str, None, T]:
+        """``calls`` (a question's model calls: the cheap one and any escalation) in one slot of the gate,
+        taken in the tenant's fair turn; a deadline that passes while waiting drops the question first."""
         if self._gate is None:
-            return (yield from self._generation(tier, messages, spent, max_tokens, emit))
-        tenant, deadline = admission
+            return (yield from calls)
         with ExitStack() as held:
             try:
                 held.enter_context(self._gate.slot(tenant, deadline))
             except DeadlineExceeded:
+                calls.close()
                 if self._ledger is not None:
                     self._ledger.reject(tenant, "deadline")
                 raise
-            return (yield from self._generation(tier, messages, spent, max_tokens, emit))
+            return (yield from calls)
 
-    def _generation(
+    def _call(
         self, tier: str, messages: list[ChatMessage], spent: list[TierUsage], max_tokens: int, emit: bool
     ) -> Generator[str, None, Generation]:
+        """One generation call, its text pieces passed on when ``emit``; its usage lands in ``spent``
+        whether it completes or is abandoned (counted on the text generated so far)."""
         settings = self._settings
         stream = self._llms[tier].stream(messages, max_tokens)
         pieces: list[str] = []
@@ -377,7 +376,6 @@ class QueryPipeline:
         cheap_only: bool,
         max_tokens: int,
         emit: bool,
-        admission: tuple[str, float | None],
     ) -> Generator[str, None, tuple[Generation, Route]]:
         """One call when routing is fixed; in a cascade the cheap tier first (its answer sent whole once
         the router accepts it), the strong one, streamed, only if the check fails. Near the tenant's
@@ -385,18 +383,18 @@ class QueryPipeline:
         answer's grounding first."""
         s = self._settings
         if cheap_only:
-            generation = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=emit, admission=admission)
+            generation = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=emit)
             return generation, Route(s.cheap_tier, "near the tenant's daily budget: cheap tier only")
         if s.routing == "fixed" or self._router is None:
-            generation = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit, admission=admission)
+            generation = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
             return generation, Route(s.default_tier, "routing is fixed")
-        cheap = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=False, admission=admission)
+        cheap = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=False)
         verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence, question)
         if verdict.accept:
             if emit:
                 yield cheap.text
             return cheap, Route(s.cheap_tier, verdict.reason)
-        strong = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit, admission=admission)
+        strong = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
         return strong, Route(s.default_tier, verdict.reason, escalated=True)
 
     # -- accounting ---------------------------------------------------------------------------------

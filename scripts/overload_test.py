@@ -123,6 +123,9 @@ async def run(args: argparse.Namespace, server: ServerProcess, keys: dict[str, s
                 doc = corpus[doc_id]
                 files = [("files", (f"{doc_id.replace('#', '_')}.md", f"# {doc['title']}\n\n{doc['text']}\n".encode()))]
                 response = await client.post("/v1/documents", files=files)
+                while response.status_code == 429:  # the upload rate limit: wait as told, then again
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                    response = await client.post("/v1/documents", files=files)
                 response.raise_for_status()
             print(f"{tenant}: {len(documents)} documents uploaded", file=sys.stderr)
         samples: list[Sample] = []

@@ -115,10 +115,10 @@ def gate_text(stats: GateStats) -> str:
     """This worker's generation queue, as gauges (each worker reports its own)."""
     gauges = {
         "rag_generation_queue_length": (stats.queued, "questions waiting for a generation slot in this worker"),
-        "rag_generation_running": (stats.running, "generation calls running in this worker"),
+        "rag_generation_running": (stats.running, "questions generating in this worker"),
         "rag_generation_slots": (stats.slots, "generation slots of this worker"),
         "rag_generation_wait_seconds": (round(stats.mean_wait_seconds, 4), "recent mean wait for a slot"),
-        "rag_generation_service_seconds": (round(stats.service_seconds, 4), "recent mean time a call holds a slot"),
+        "rag_generation_service_seconds": (round(stats.service_seconds, 4), "recent mean time a question holds a slot"),
     }
     lines: list[str] = []
     for metric, (value, help_text) in gauges.items():

@@ -500,6 +500,12 @@ const costs = {
       tile("Cache hit rate", share(t.cache_hits, t.queries), `${count(t.cache_hits)} hits`, "tile-cache"),
       tile("Escalation rate", share(t.escalations, answered), `${count(t.escalations)} of ${count(answered)} model answers`, "tile-escalations"),
       tile("Spend today", usd(usage.budget.spent_today_usd), "UTC day", "tile-today"),
+      tile(
+        "Refused",
+        count(Object.values(t.rejected).reduce((a, b) => a + b, 0)),
+        Object.entries(t.rejected).map(([reason, n]) => `${reason.replace("_", " ")} ${count(n)}`).join(", ") || "none",
+        "tile-refused",
+      ),
     );
     this.budget(usage.budget);
 

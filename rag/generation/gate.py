@@ -8,12 +8,13 @@ one tenant's flood makes everyone wait behind it, and a question whose client ga
 - Fair order: each waiting call carries a virtual finish tag, max(the gate's virtual time, its tenant's last
   tag) + 1 / weight (start-time fair queueing). The smallest tag goes next, so tenants are served in turn
   and a tenant with twice the weight gets twice the turns, whatever the size of its backlog.
-- Admission: a new question's expected wait is the number of calls that would go before it (those with a
-  smaller tag, plus those running beyond the free slots) × the recent service time of a call (an
-  exponentially weighted mean). Past ``max_wait_seconds`` it is refused at once with that wait as
+- Admission: a new question's expected wait is the number of questions that would go before it (those
+  with a smaller tag, plus those running beyond the free slots) × the recent time a question holds a slot
+  (an exponentially weighted mean). A question holds its slot for all its model calls (the cheap answer
+  and any escalation), so that its latency is one wait plus its own generation. Past ``max_wait_seconds`` it is refused at once with that wait as
   Retry-After: a flooding tenant's new questions sit behind its own backlog and are refused, while another
   tenant's go to the front of the queue and are admitted.
-- Deadlines: a call whose caller's deadline passes while it waits leaves the queue before any model call.
+- Deadlines: a question whose caller's deadline passes while it waits leaves the queue before any model call.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ class GateStats:
     queued: int
     running: int
     slots: int
-    service_seconds: float  # the recent mean time a call holds a slot
-    mean_wait_seconds: float  # the recent mean time a call waited for its slot
+    service_seconds: float  # the recent mean time a question holds a slot
+    mean_wait_seconds: float  # the recent mean time a question waited for its slot
 
 
 class GenerationGate:
-    """``slot(tenant, deadline)`` wraps each model call; ``admit(tenant)`` decides before any work."""
+    """``slot(tenant, deadline)`` wraps a question's model calls; ``admit(tenant)`` decides before any work."""
 
     def __init__(
         self,
