@@ -5,9 +5,11 @@ Generation is the one slow, CPU-bound step (seconds per answer on two cores); ev
 retrieval) takes milliseconds. Without a gate every request queues on the model's lock in arrival order:
 one tenant's flood makes everyone wait behind it, and a question whose client gave up is still answered.
 
-- Fair order: each waiting call carries a virtual finish tag, max(the gate's virtual time, its tenant's last
-  tag) + 1 / weight (start-time fair queueing). The smallest tag goes next, so tenants are served in turn
-  and a tenant with twice the weight gets twice the turns, whatever the size of its backlog.
+- Fair order: each waiting question carries a virtual finish tag, max(the gate's virtual time, its tenant's
+  last tag) + 1 / weight (start-time fair queueing). The smallest tag goes next, so tenants are served in
+  turn and a tenant with twice the weight gets twice the turns, whatever the size of its backlog. On equal
+  tags the tenant with fewer questions in the gate goes first (then arrival order): a light tenant's
+  second question does not wait behind a flood's turn.
 - Admission: a new question's expected wait is the number of questions that would go before it (those
   with a smaller tag, plus those running beyond the free slots) × the recent time a question holds a slot
   (an exponentially weighted mean). A question holds its slot for all its model calls (the cheap answer
@@ -36,6 +38,7 @@ class _Waiter:
     tenant: str
     tag: float
     deadline: float | None
+    arrival: int
     granted: bool = False
     wake: threading.Condition = field(repr=False, default=None)  # type: ignore[assignment]
 
@@ -75,13 +78,15 @@ class GenerationGate:
         self._last_tag: dict[str, float] = {}
         self._service = initial_service_seconds
         self._mean_wait = 0.0
+        self._arrivals = 0
+        self._in_gate: dict[str, int] = {}  # tenant → its questions waiting or running
 
     # -- decisions ----------------------------------------------------------------------------------
 
     def expected_wait(self, tenant: str) -> float:
         """Seconds a new call of ``tenant`` would wait for a slot now."""
         with self._lock:
-            return self._expected_wait(self._tag(tenant))
+            return self._expected_wait((self._tag(tenant), self._in_gate.get(tenant, 0) + 1, self._arrivals))
 
     def admit(self, tenant: str) -> None:
         """Refuse a new question (``Overloaded``, 503) when its expected wait passes the limit."""
@@ -104,37 +109,50 @@ class GenerationGate:
         try:
             yield
         finally:
-            self._release(self._clock() - started)
+            self._release(tenant, self._clock() - started)
 
     def _acquire(self, tenant: str, deadline: float | None) -> None:
         arrived = self._clock()
         with self._lock:
             if deadline is not None and arrived >= deadline:
                 raise DeadlineExceeded("the request's deadline passed before generation could start")
-            waiter = _Waiter(tenant, self._tag(tenant), deadline, wake=threading.Condition(self._lock))
+            waiter = _Waiter(tenant, self._tag(tenant), deadline, self._arrivals, wake=threading.Condition(self._lock))
+            self._arrivals += 1
             self._last_tag[tenant] = waiter.tag
+            self._in_gate[tenant] = self._in_gate.get(tenant, 0) + 1
             self._waiting.append(waiter)
             self._dispatch()
             while not waiter.granted:
                 remaining = None if deadline is None else deadline - self._clock()
                 if remaining is not None and remaining <= 0:
                     self._waiting.remove(waiter)
+                    self._leave(tenant)
                     self._dispatch()
                     raise DeadlineExceeded("the request's deadline passed while it waited for generation")
                 waiter.wake.wait(timeout=remaining)
             waited = self._clock() - arrived
             self._mean_wait += SERVICE_SMOOTHING * (waited - self._mean_wait)
 
-    def _release(self, held: float) -> None:
+    def _release(self, tenant: str, held: float) -> None:
         with self._lock:
             self._running -= 1
+            self._leave(tenant)
             self._service += SERVICE_SMOOTHING * (held - self._service)
             self._dispatch()
 
+    def _leave(self, tenant: str) -> None:
+        self._in_gate[tenant] -= 1
+        if not self._in_gate[tenant]:
+            del self._in_gate[tenant]
+
+    def _key(self, waiter: _Waiter) -> tuple[float, int, int]:
+        """Serving order: the tag, then the lighter tenant, then arrival."""
+        return waiter.tag, self._in_gate.get(waiter.tenant, 0), waiter.arrival
+
     def _dispatch(self) -> None:
-        """Grant free slots to the waiters with the smallest tags (the caller holds the lock)."""
+        """Grant free slots to the waiters first in serving order (the caller holds the lock)."""
         while self._running < self.slots and self._waiting:
-            chosen = min(self._waiting, key=lambda w: w.tag)
+            chosen = min(self._waiting, key=self._key)
             self._waiting.remove(chosen)
             self._virtual = max(self._virtual, chosen.tag - self._cost(chosen.tenant))
             chosen.granted = True
@@ -147,8 +165,8 @@ class GenerationGate:
     def _cost(self, tenant: str) -> float:
         return 1.0 / self._weights.get(tenant, 1.0)
 
-    def _expected_wait(self, tag: float) -> float:
-        ahead = sum(1 for w in self._waiting if w.tag <= tag)
+    def _expected_wait(self, key: tuple[float, int, int]) -> float:
+        ahead = sum(1 for w in self._waiting if self._key(w) < key)
         queue_position = ahead + self._running - self.slots + 1  # calls to finish before a slot is ours
         return max(0, queue_position) * self._service / self.slots
 
@@ -159,4 +177,4 @@ class GenerationGate:
     def order(self) -> list[str]:
         """The waiting calls' tenants in the order they will be served (for tests and debugging)."""
         with self._lock:
-            return [w.tenant for w in sorted(self._waiting, key=lambda w: w.tag)]
+            return [w.tenant for w in sorted(self._waiting, key=self._key)]
