@@ -10,9 +10,10 @@ one tenant's flood makes everyone wait behind it, and a question whose client ga
   turn and a tenant with twice the weight gets twice the turns, whatever the size of its backlog. On equal
   tags the tenant with fewer questions in the gate goes first (then arrival order): a light tenant's
   second question does not wait behind a flood's turn.
-- Admission: a new question's expected wait is the number of questions that would go before it (those
-  with a smaller tag, plus those running beyond the free slots) × the recent time a question holds a slot
-  (an exponentially weighted mean). A question holds its slot for all its model calls (the cheap answer
+- Admission: a new question's expected wait is the number of questions that would go before it × the
+  recent time a question holds a slot (an exponentially weighted mean). Before it go those waiting ahead
+  in serving order, those running beyond the free slots, and the turns other busy tenants will still take
+  before its tag comes up if they keep asking (their later questions get tags up to its own). A question holds its slot for all its model calls (the cheap answer
   and any escalation), so that its latency is one wait plus its own generation. Past ``max_wait_seconds`` it is refused at once with that wait as
   Retry-After: a flooding tenant's new questions sit behind its own backlog and are refused, while another
   tenant's go to the front of the queue and are admitted.
@@ -86,7 +87,7 @@ class GenerationGate:
     def expected_wait(self, tenant: str) -> float:
         """Seconds a new call of ``tenant`` would wait for a slot now."""
         with self._lock:
-            return self._expected_wait((self._tag(tenant), self._in_gate.get(tenant, 0) + 1, self._arrivals))
+            return self._expected_wait(tenant, (self._tag(tenant), self._in_gate.get(tenant, 0) + 1, self._arrivals))
 
     def admit(self, tenant: str) -> None:
         """Refuse a new question (``Overloaded``, 503) when its expected wait passes the limit."""
@@ -165,9 +166,14 @@ class GenerationGate:
     def _cost(self, tenant: str) -> float:
         return 1.0 / self._weights.get(tenant, 1.0)
 
-    def _expected_wait(self, key: tuple[float, int, int]) -> float:
+    def _expected_wait(self, tenant: str, key: tuple[float, int, int]) -> float:
         ahead = sum(1 for w in self._waiting if self._key(w) < key)
-        queue_position = ahead + self._running - self.slots + 1  # calls to finish before a slot is ours
+        tag = key[0]
+        for other in self._in_gate:  # busy tenants' turns still to come before this tag
+            if other != tenant:
+                since = max(self._virtual, self._last_tag.get(other, 0.0))
+                ahead += max(0, math.floor((tag - since) / self._cost(other) + 1e-9))
+        queue_position = ahead + self._running - self.slots + 1  # questions to finish before a slot is ours
         return max(0, queue_position) * self._service / self.slots
 
     def stats(self) -> GateStats:
