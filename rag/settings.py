@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     # request_timeout_seconds after it arrives (a client may send less in X-Request-Timeout): past it while
     # queued, the question is dropped before any model call.
     generation_slots: int = Field(default=1, ge=1)
-    admission_max_wait_seconds: float = Field(default=15.0, gt=0)
+    admission_max_wait_seconds: float = Field(default=20.0, gt=0)
     tenant_weights: dict[str, float] = Field(default_factory=dict)
     request_timeout_seconds: float = Field(default=120.0, gt=0)
     # Uploads parsed and embedded at once per worker (others wait their turn); a large upload also gives
