@@ -438,10 +438,10 @@ function svg(tag, attributes = {}, ...children) {
 
 /** Grouped vertical bars (spend and saving per period), drawn as SVG: no chart library to ship. */
 function barChart(labels, series, { labelEvery = 1 } = {}) {
-  const width = 640, height = 210, left = 64, bottom = 22, top = 8;
+  const width = 640, height = 210, left = 92, right = 16, bottom = 22, top = 10;
   const plotHeight = height - top - bottom;
   const peak = Math.max(...series.flatMap((s) => s.values), 0) || 1;
-  const slot = (width - left) / Math.max(labels.length, 1);
+  const slot = (width - left - right) / Math.max(labels.length, 1);
   const bar = Math.max((slot * 0.8) / series.length, 1);
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img" });
   const totals = series.map((s) => `${s.name} ${usd(s.values.reduce((a, b) => a + b, 0))}`).join(", ");
@@ -449,7 +449,7 @@ function barChart(labels, series, { labelEvery = 1 } = {}) {
   for (const fraction of [0, 0.5, 1]) {
     const y = top + plotHeight * (1 - fraction);
     chart.append(
-      svg("line", { x1: left, x2: width, y1: y, y2: y, stroke: "#d9dee5" }),
+      svg("line", { x1: left, x2: width - right, y1: y, y2: y, stroke: "#d9dee5" }),
       svg("text", { x: left - 6, y: y + 4, "text-anchor": "end" }, usd(peak * fraction)),
     );
   }
