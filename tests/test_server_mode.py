@@ -2,7 +2,8 @@
 
 Two servers on one database (the second itself runs two uvicorn workers): an upload through one is
 retrievable and answerable through the other, a cached answer is shared, a delete through one is gone
-from the other's documents, retrieval, graph and cache; a server SIGKILLed during uploads loses no
+from the other's documents, retrieval, graph and cache, and a rate limit counted in one Valkey holds
+for all of them; a server SIGKILLed during uploads loses no
 acknowledged document, and `rag check` agrees afterwards. `rag serve --workers 2` without a database
 is refused.
 """
@@ -25,8 +26,9 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 NORMANS = b"# Normans\n\nThe Normans gave their name to Normandy, a region in France. Rollo led them in 911.\n"
 
 
-def _env(database_url: str) -> dict[str, str]:
+def _env(database_url: str, **more: str) -> dict[str, str]:
     return {
+        **more,
         "RAG_DATABASE_URL": database_url,
         "RAG_API_KEYS": json.dumps({"default": KEY}),
         "RAG_WARM_GENERATION": "false",
@@ -46,9 +48,16 @@ def _upload(client: httpx.Client, name: str, data: bytes) -> dict:
     return response.json()["documents"][0]
 
 
-def test_servers_on_one_database_share_documents_answers_and_deletes(tmp_path: Path, postgres_url: str) -> None:
-    one = RagServe(tmp_path / "one", _env(postgres_url))
-    two = RagServe(tmp_path / "two", _env(postgres_url), ("--workers", "2"))
+def test_servers_on_one_database_share_documents_answers_deletes_and_rate_limits(
+    tmp_path: Path, postgres_url: str, valkey_url: str
+) -> None:
+    # The tenant may retrieve 8 times a minute, counted in one Valkey for all three workers.
+    limits = {
+        "RAG_RATE_LIMIT_STORAGE": valkey_url,
+        "RAG_TENANT_RATE_LIMITS": json.dumps({"default": {"retrieve": "8/minute"}}),
+    }
+    one = RagServe(tmp_path / "one", _env(postgres_url, **limits))
+    two = RagServe(tmp_path / "two", _env(postgres_url, **limits), ("--workers", "2"))
     try:
         with _client(one) as a, _client(two) as b:
             document = _upload(a, "normans.md", NORMANS)
@@ -72,6 +81,11 @@ def test_servers_on_one_database_share_documents_answers_and_deletes(tmp_path: P
             assert after["cache"] == "miss"  # the entry that cited the deleted document went with it
             usage = a.get("/v1/usage").json()["total"]
             assert usage["queries"] == 3 and usage["cache_hits"] == 1  # one ledger for all workers
+            # 3 retrievals so far; the other 5 of the minute's 8 go to whichever server, then both refuse.
+            statuses = [c.post("/v1/retrieve", json={"question": "Who?"}).status_code for c in (a, b) * 4]
+            assert statuses == [200] * 5 + [429] * 3
+            refused = b.post("/v1/retrieve", json={"question": "Who?"})
+            assert "8 retrievals per minute for the tenant 'default'" in refused.json()["error"]["message"]
     finally:
         two.kill()
         one.kill()
