@@ -6,10 +6,13 @@ Starts the service on a fresh data dir (the embedded default), with an API key f
 for tenant ``calm``; both upload the same documents (tenants are isolated). First the calm tenant asks
 alone, one question at a time: its single-client latencies. Then for ``--duration`` seconds the flood
 tenant's clients and the calm tenant's clients ask questions of those documents, each client one at a
-time; a refused client (429, 503) waits what Retry-After says. Reported per tenant: admitted, refused by
-reason, p50/p95 of admitted questions (and of those a model answered, cache hits aside), against the
-single-client p95 of the same run; any status other than 200/429/503, or a refusal without Retry-After, is
-an error. The counters the service kept (``/v1/usage``'s ``rejected``, aborted streams) come last.
+time; a refused client (429, 503) waits what Retry-After says, and a share of the flood's clients give up
+after ``--patience`` seconds (telling the service so in X-Request-Timeout). Reported per tenant: admitted,
+refused by reason, left early, p50/p95 of admitted questions (and of those a model answered, cache hits
+aside), against the single-client p95 of the same run; any status other than 200/429/503, a refusal
+without Retry-After, or an acknowledged upload missing afterwards is an error. The counters the service
+kept come last: refusals by reason (``deadline``: dropped from the queue before any model call) and
+``aborted`` answers (generation stopped when their client left).
 
 An HTTP client only, like scripts/load_test.py, whose service runner it reuses.
 """
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_test import REPO, ServerProcess, load_jsonl, percentile
 
 ACCEPTED = {200, 429, 503}
+LEFT = 0  # the status of a question whose client gave up before the answer
 
 
 @dataclass
@@ -58,9 +62,17 @@ def create_key(data_dir: Path, tenant: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-async def ask(client: httpx.AsyncClient, tenant: str, phase: str, question: str) -> Sample:
+async def ask(
+    client: httpx.AsyncClient, tenant: str, phase: str, question: str, patience: float | None = None
+) -> Sample:
+    """One question; with ``patience`` the client gives up after that many seconds (and says so in
+    X-Request-Timeout, so that the service can drop it from the queue)."""
     started = time.perf_counter()
-    response = await client.post("/v1/query", json={"question": question})
+    headers = {"X-Request-Timeout": str(patience)} if patience else {}
+    try:
+        response = await client.post("/v1/query", json={"question": question}, headers=headers, timeout=patience)
+    except httpx.TimeoutException:
+        return Sample(tenant, phase, LEFT, time.perf_counter() - started)
     latency = time.perf_counter() - started
     body: dict[str, Any] = {}
     try:
@@ -76,10 +88,10 @@ async def ask(client: httpx.AsyncClient, tenant: str, phase: str, question: str)
 
 async def client_loop(
     client: httpx.AsyncClient, tenant: str, questions: list[str], rng: random.Random, stop_at: float,
-    samples: list[Sample],
+    samples: list[Sample], patience: float | None = None,
 ) -> None:
     while time.monotonic() < stop_at:
-        sample = await ask(client, tenant, "flood", rng.choice(questions))
+        sample = await ask(client, tenant, "flood", rng.choice(questions), patience)
         samples.append(sample)
         if sample.status in (429, 503):
             wait = float(sample.retry_after) if sample.retry_after else 1.0
@@ -98,7 +110,8 @@ def summary(samples: list[Sample]) -> dict[str, Any]:
         "p95_s": round(percentile(answered, 95), 2) if answered else None,
         "p95_generated_s": round(percentile(generated, 95), 2) if generated else None,
         "max_s": round(max(answered), 2) if answered else None,
-        "unexpected": sum(s.status not in ACCEPTED for s in samples),
+        "left_early": sum(s.status == LEFT for s in samples),
+        "unexpected": sum(s.status not in ACCEPTED | {LEFT} for s in samples),
         "refused_without_retry_after": sum(s.status in (429, 503) and not s.retry_after for s in samples),
     }
 
@@ -134,15 +147,23 @@ async def run(args: argparse.Namespace, server: ServerProcess, keys: dict[str, s
         single = [s.latency_s for s in samples if s.phase == "alone" and s.status == 200]
         print(f"alone: p95 {percentile(single, 95):.2f} s over {len(single)} questions", file=sys.stderr)
         stop_at = time.monotonic() + args.duration
+        impatient = round(args.impatient_share * args.flood_clients)
         loops = [
-            client_loop(clients[tenant], tenant, rest, random.Random(f"{args.seed}-{tenant}-{i}"), stop_at, samples)
+            client_loop(
+                clients[tenant], tenant, rest, random.Random(f"{args.seed}-{tenant}-{i}"), stop_at, samples,
+                args.patience if tenant == "flood" and i < impatient else None,
+            )
             for tenant, count in (("flood", args.flood_clients), ("calm", args.calm_clients))
             for i in range(count)
         ]
         started = time.monotonic()
         await asyncio.gather(*loops)
         wall = time.monotonic() - started
+        await asyncio.sleep(args.patience or 0)  # let the service finish with questions their clients left
         usage = {tenant: (await client.get("/v1/usage")).json()["total"] for tenant, client in clients.items()}
+        listed = {
+            tenant: len((await client.get("/v1/documents")).json()["documents"]) for tenant, client in clients.items()
+        }
         metrics = (await clients["calm"].get("/metrics")).text
     finally:
         for client in clients.values():
@@ -158,9 +179,10 @@ async def run(args: argparse.Namespace, server: ServerProcess, keys: dict[str, s
         "flood_wall_s": round(wall, 1),
         "tenants": tenants,
         "service_counters": {
-            tenant: {"queries": u["queries"], "rejected": u["rejected"], "aborted_streams": u["aborted"]}
+            tenant: {"queries": u["queries"], "rejected": u["rejected"], "aborted": u["aborted"]}
             for tenant, u in usage.items()
         },
+        "uploads": {"acknowledged_per_tenant": len(documents), "listed_after": listed},
         "gate_metrics": [line for line in metrics.splitlines() if line.startswith("rag_generation_")],
         "samples": [asdict(s) for s in samples],
     }
@@ -173,6 +195,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calm-clients", type=int, default=2)
     parser.add_argument("--documents", type=int, default=40, help="documents each tenant uploads")
     parser.add_argument("--alone-questions", type=int, default=10, help="asked by the calm tenant alone first")
+    parser.add_argument(
+        "--impatient-share", type=float, default=0.25, help="share of the flood's clients that give up after --patience"
+    )
+    parser.add_argument("--patience", type=float, default=15.0, help="seconds an impatient client waits")
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "datasets" / "xquad_en")
     parser.add_argument("--request-timeout", type=float, default=600)
     parser.add_argument("--start-timeout", type=float, default=600)
@@ -196,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = {k: v for k, v in report.items() if k != "samples"}
     print(json.dumps(shown, indent=1))
     bad = sum(t["unexpected"] + t["refused_without_retry_after"] for t in report["tenants"].values())
+    bad += sum(n != report["uploads"]["acknowledged_per_tenant"] for n in report["uploads"]["listed_after"].values())
     return 1 if bad else 0
 
 
