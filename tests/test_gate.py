@@ -119,3 +119,16 @@ def test_the_service_time_follows_the_calls() -> None:
         with gate.slot("a"):
             time.sleep(0.01)
     assert gate.stats().service_seconds < 0.1 and gate.stats().mean_wait_seconds < 0.05
+
+
+def test_the_expected_wait_allows_for_the_spread_of_service_times() -> None:
+    now = [0.0]
+    gate = GenerationGate(initial_service_seconds=2.0, clock=lambda: now[0])
+    for held in (1.0, 3.0) * 10:  # questions that hold the slot 1 s and 3 s in turn
+        with gate.slot("a"):
+            now[0] += held
+    mean = gate.stats().service_seconds
+    assert 1.5 < mean < 2.5
+    with gate.slot("a"):  # one question running: the next waits one service time, and its spread
+        wait = gate.expected_wait("b")
+    assert mean + 0.5 < wait < mean + 1.5

@@ -10,8 +10,10 @@ one tenant's flood makes everyone wait behind it, and a question whose client ga
   turn and a tenant with twice the weight gets twice the turns, whatever the size of its backlog. On equal
   tags the tenant with fewer questions in the gate goes first (then arrival order): a light tenant's
   second question does not wait behind a flood's turn.
-- Admission: a new question's expected wait is the number of questions that would go before it × the
-  recent time a question holds a slot (an exponentially weighted mean). Before it go those waiting ahead
+- Admission: a new question's expected wait is what the n questions that would go before it take: n ×
+  the recent time a question holds a slot plus √n × its spread (exponentially weighted mean and standard
+  deviation), so that a run of long answers ahead does not make the admitted wait much longer than the
+  limit. Before it go those waiting ahead
   in serving order, those running beyond the free slots, and the turns other busy tenants will still take
   before its tag comes up if they keep asking (their later questions get tags up to its own). A question holds its slot for all its model calls (the cheap answer
   and any escalation), so that its latency is one wait plus its own generation. Past ``max_wait_seconds`` it is refused at once with that wait as
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 
 from rag.errors import DeadlineExceeded, Overloaded
 
-SERVICE_SMOOTHING = 0.2  # weight of the newest call in the mean service time
+SERVICE_SMOOTHING = 0.2  # weight of the newest question in the mean (and spread) of the service time
 
 
 @dataclass
@@ -78,6 +80,7 @@ class GenerationGate:
         self._virtual = 0.0  # the tag of the call granted last
         self._last_tag: dict[str, float] = {}
         self._service = initial_service_seconds
+        self._service_variance = 0.0
         self._mean_wait = 0.0
         self._arrivals = 0
         self._in_gate: dict[str, int] = {}  # tenant → its questions waiting or running
@@ -138,7 +141,9 @@ class GenerationGate:
         with self._lock:
             self._running -= 1
             self._leave(tenant)
-            self._service += SERVICE_SMOOTHING * (held - self._service)
+            deviation = held - self._service
+            self._service += SERVICE_SMOOTHING * deviation
+            self._service_variance = (1 - SERVICE_SMOOTHING) * (self._service_variance + SERVICE_SMOOTHING * deviation**2)
             self._dispatch()
 
     def _leave(self, tenant: str) -> None:
@@ -174,7 +179,8 @@ class GenerationGate:
                 since = max(self._virtual, self._last_tag.get(other, 0.0))
                 ahead += max(0, math.floor((tag - since) / self._cost(other) + 1e-9))
         queue_position = ahead + self._running - self.slots + 1  # questions to finish before a slot is ours
-        return max(0, queue_position) * self._service / self.slots
+        n = max(0, queue_position) / self.slots  # service times before a slot is ours
+        return n * self._service + math.sqrt(n * self._service_variance)
 
     def stats(self) -> GateStats:
         with self._lock:
