@@ -89,7 +89,7 @@ def serve(
         int, typer.Option(min=1, help="worker processes; more than one needs server mode (RAG_DATABASE_URL)")
     ] = 1,
 ) -> None:
-    """Start the HTTP service (OpenAPI page at /docs)."""
+    """Start the HTTP service (web page at /, OpenAPI page at /docs)."""
     import uvicorn
 
     from api.app import create_app
@@ -115,6 +115,7 @@ def serve(
         store.close()
         if first:
             typer.echo(f"first start: created the api key of tenant '{DEFAULT_TENANT}' (shown once): {first}")
+    typer.echo(f"web page: http://{host}:{port}/ (the API under /v1, its OpenAPI page at /docs)")
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     else:  # each worker process builds the app from the same environment
