@@ -200,11 +200,9 @@ class QueryPipeline:
 
     def _refused(self, tenant: str, spent: list[TierUsage], reason: str) -> None:
         """A question refused under load: counted as such, with any call already paid (a rewrite)."""
-        if self._ledger is None:
-            return
-        self._ledger.reject(tenant, reason)
-        if spent:
-            self._record(tenant, total_usage(spent), cache_hit=False, escalated=False, aborted=True)
+        if self._ledger is not None:
+            self._ledger.reject(tenant, reason)
+        self._record_abandoned(tenant, spent)
 
     def _cached(self, prepared: _Prepared, tenant: str, started: float) -> Iterator[str | Answer]:
         lookup = prepared.lookup
@@ -248,7 +246,7 @@ class QueryPipeline:
         question, spent, lookup, vector = prepared.question, prepared.spent, prepared.lookup, prepared.vector
         embedding_tokens, conversation = prepared.embedding_tokens, prepared.conversation
         answer_calls = len(spent)  # the calls before this one made the question, not the answer
-        after_cache = time.perf_counter()
+        retrieve_started = time.perf_counter()
         with self._counted_if_unanswered(tenant, spent):
             retrieval = self._retriever.retrieve(tenant, question, top_k, token_budget, query_vector=vector)
         after_retrieval = time.perf_counter()
@@ -297,7 +295,7 @@ class QueryPipeline:
         stage_ms = {
             "embed": prepared.embed_ms,
             "cache": prepared.cache_ms,
-            "retrieve": (after_retrieval - after_cache) * 1000,
+            "retrieve": (after_retrieval - retrieve_started) * 1000,
             "generate": (done - after_retrieval) * 1000,
         }
         stage_ms.update({f"retrieve.{k}": v for k, v in retrieval.stage_ms.items()})
@@ -444,9 +442,13 @@ class QueryPipeline:
         try:
             yield
         except BaseException:
-            if spent:
-                self._record(tenant, total_usage(spent), cache_hit=False, escalated=False, aborted=True)
+            self._record_abandoned(tenant, spent)
             raise
+
+    def _record_abandoned(self, tenant: str, spent: list[TierUsage]) -> None:
+        """Calls paid for a question that got no answer: counted as an aborted one."""
+        if spent:
+            self._record(tenant, total_usage(spent), cache_hit=False, escalated=False, aborted=True)
 
     def _record(self, tenant: str, usage: Usage, cache_hit: bool, escalated: bool, aborted: bool = False) -> None:
         if self._ledger is not None:

@@ -344,12 +344,13 @@ class HybridRetriever:
         reference = _whole(reranked.ranking, chunks, REFERENCE_TOP_K)
         done = time.perf_counter()
         untrimmed = [chunks[h.chunk_id].token_count for h in reranked.ranking[:top_k] if h.chunk_id in chunks]
+        best_logit = max(reranked.logits.values()) if reranked.logits else None
         return Retrieval(
             passages=tuple(passages),
             reference_passages=tuple(reference),
             rerank_tokens=reranked.tokens,
             stage_ms={**ranked.stage_ms, "trim": (done - started) * 1000},
-            best_relevance=max(reranked.logits.values()) if reranked.logits else None,
+            best_relevance=best_logit,
             debug={
                 "mode": "hybrid",
                 "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},
@@ -359,7 +360,7 @@ class HybridRetriever:
                 "rerank": {
                     "pairs": reranked.pairs,
                     "weight": round(reranked.weight, 4),
-                    "best_logit": round(max(reranked.logits.values()), 3) if reranked.logits else None,
+                    "best_logit": None if best_logit is None else round(best_logit, 3),
                 },
                 "trim": {
                     "enabled": self.trim_enabled,

@@ -123,11 +123,10 @@ async function signIn(key, { quiet = false } = {}) {
   } catch (error) {
     sessionStorage.removeItem(KEY_STORE);
     if (!quiet) {
-      const message = error.status === 401 ? "That key was refused: check it, or create one with `rag keys create`." : error.message;
-      $("#sign-in-error").textContent = message;
-      $("#sign-in-error").hidden = false;
+      showSignIn(error.status === 401 ? "That key was refused: check it, or create one with `rag keys create`." : error.message);
+    } else {
+      showSignIn();
     }
-    showSignIn();
   }
 }
 
@@ -136,15 +135,20 @@ function signOut(message) {
   signedIn = false;
   conversation.reset();
   $("#tabs").hidden = $("#who").hidden = true;
+  showSignIn(message);
+}
+
+function showView(id) {
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== id;
+}
+
+/** The sign-in form, with ``message`` (why the page is there) under it when given. */
+function showSignIn(message) {
   if (message) {
     $("#sign-in-error").textContent = message;
     $("#sign-in-error").hidden = false;
   }
-  showSignIn();
-}
-
-function showSignIn() {
-  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== "view-sign-in";
+  showView("view-sign-in");
   $("#api-key").focus();
 }
 
@@ -152,7 +156,7 @@ function route() {
   if (!signedIn) return showSignIn();
   const wanted = location.hash.slice(1);
   const view = VIEWS.includes(wanted) ? wanted : "documents";
-  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+  showView(`view-${view}`);
   for (const tab of document.querySelectorAll("#tabs a")) {
     if (tab.dataset.view === view) tab.setAttribute("aria-current", "page");
     else tab.removeAttribute("aria-current");
@@ -470,6 +474,18 @@ function barChart(labels, series, { labelEvery = 1 } = {}) {
   return [chart, legend];
 }
 
+/** Spend and saving per period ({label, cost, saved}), labelling every ``labelEvery``-th period. */
+function spendAndSaving(periods, labelEvery) {
+  return barChart(
+    periods.map((p) => p.label),
+    [
+      { name: "spend", swatch: "swatch-spend", values: periods.map((p) => p.cost) },
+      { name: "saving", swatch: "swatch-save", values: periods.map((p) => p.saved) },
+    ],
+    { labelEvery },
+  );
+}
+
 /** Horizontal bars with their values written out (tiers, causes). */
 function barList(rows, format) {
   const peak = Math.max(...rows.map((r) => r.value), 0) || 1;
@@ -511,33 +527,17 @@ const costs = {
 
     const hours = hourly.hours.slice(-HOURS_SHOWN);
     $("#chart-hourly").replaceChildren(
-      ...barChart(
-        hours.map((h) => `${h.hour.slice(11, 13)}h`),
-        [
-          { name: "spend", swatch: "swatch-spend", values: hours.map((h) => h.totals.cost_usd) },
-          { name: "saving", swatch: "swatch-save", values: hours.map((h) => h.totals.saved_usd) },
-        ],
-        { labelEvery: 6 },
-      ),
+      ...spendAndSaving(hours.map((h) => ({ label: `${h.hour.slice(11, 13)}h`, cost: h.totals.cost_usd, saved: h.totals.saved_usd })), 6),
     );
     const days = new Map();
     for (const h of hourly.hours) {
-      const day = days.get(h.hour.slice(0, 10)) || { cost: 0, saved: 0 };
+      const label = h.hour.slice(5, 10);
+      const day = days.get(label) || { label, cost: 0, saved: 0 };
       day.cost += h.totals.cost_usd;
       day.saved += h.totals.saved_usd;
-      days.set(h.hour.slice(0, 10), day);
+      days.set(label, day);
     }
-    const dayNames = [...days.keys()];
-    $("#chart-daily").replaceChildren(
-      ...barChart(
-        dayNames.map((d) => d.slice(5)),
-        [
-          { name: "spend", swatch: "swatch-spend", values: dayNames.map((d) => days.get(d).cost) },
-          { name: "saving", swatch: "swatch-save", values: dayNames.map((d) => days.get(d).saved) },
-        ],
-        { labelEvery: 2 },
-      ),
-    );
+    $("#chart-daily").replaceChildren(...spendAndSaving([...days.values()], 2));
     const tiers = Object.entries(t.tiers).map(([tier, v]) => ({ label: tier, value: v.cost_usd, v }));
     $("#chart-tiers").replaceChildren(
       tiers.length

@@ -10,15 +10,15 @@ one tenant's flood makes everyone wait behind it, and a question whose client ga
   turn and a tenant with twice the weight gets twice the turns, whatever the size of its backlog. On equal
   tags the tenant with fewer questions in the gate goes first (then arrival order): a light tenant's
   second question does not wait behind a flood's turn.
-- Admission: a new question's expected wait is what the n questions that would go before it take: n ×
-  the recent time a question holds a slot plus √n × its spread (exponentially weighted mean and standard
-  deviation), so that a run of long answers ahead does not make the admitted wait much longer than the
-  limit. Before it go those waiting ahead
-  in serving order, those running beyond the free slots, and the turns other busy tenants will still take
-  before its tag comes up if they keep asking (their later questions get tags up to its own). A question holds its slot for all its model calls (the cheap answer
-  and any escalation), so that its latency is one wait plus its own generation. Past ``max_wait_seconds`` it is refused at once with that wait as
-  Retry-After: a flooding tenant's new questions sit behind its own backlog and are refused, while another
-  tenant's go to the front of the queue and are admitted.
+- Admission: a question holds its slot for all its model calls (the cheap answer and any escalation), so
+  its latency is one wait plus its own generation. A new question's expected wait is what the n questions
+  that would go before it take: those waiting ahead in serving order, those running beyond the free slots,
+  and the turns other busy tenants will still take before its tag comes up if they keep asking (their
+  later questions get tags up to its own). They take n × the recent time a question holds a slot plus
+  √n × its spread (exponentially weighted mean and standard deviation), so that a run of long answers
+  ahead does not make the admitted wait much longer than the limit. Past ``max_wait_seconds`` it is
+  refused at once with the excess as Retry-After: a flooding tenant's new questions sit behind its own
+  backlog and are refused, while another tenant's go to the front of the queue and are admitted.
 - Deadlines: a question whose caller's deadline passes while it waits leaves the queue before any model call.
 """
 
@@ -77,7 +77,7 @@ class GenerationGate:
         self._lock = threading.Lock()
         self._waiting: list[_Waiter] = []
         self._running = 0
-        self._virtual = 0.0  # the tag of the call granted last
+        self._virtual = 0.0  # the start tag (finish tag − cost) of the question granted last
         self._last_tag: dict[str, float] = {}
         self._service = initial_service_seconds
         self._service_variance = 0.0
@@ -88,7 +88,7 @@ class GenerationGate:
     # -- decisions ----------------------------------------------------------------------------------
 
     def expected_wait(self, tenant: str) -> float:
-        """Seconds a new call of ``tenant`` would wait for a slot now."""
+        """Seconds a new question of ``tenant`` would wait for a slot now."""
         with self._lock:
             return self._expected_wait(tenant, (self._tag(tenant), self._in_gate.get(tenant, 0) + 1, self._arrivals))
 
@@ -187,6 +187,6 @@ class GenerationGate:
             return GateStats(len(self._waiting), self._running, self.slots, self._service, self._mean_wait)
 
     def order(self) -> list[str]:
-        """The waiting calls' tenants in the order they will be served (for tests and debugging)."""
+        """The waiting questions' tenants in the order they will be served (for tests and debugging)."""
         with self._lock:
             return [w.tenant for w in sorted(self._waiting, key=self._key)]

@@ -41,7 +41,7 @@ class UsageTotals:
     cost_usd: float = 0.0
     reference_cost_usd: float = 0.0  # what the answers would have cost the naive way (where known)
     saved_usd: float = 0.0
-    saved_by: dict[str, int] = field(default_factory=dict)  # "cache" / "routing" / "trim" → answers
+    saved_by: dict[str, int] = field(default_factory=dict)  # cache / routing / trim / abstention → answers
     tiers: dict[str, TierTotals] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)  # refused: rate_limit, budget, admission, deadline
 
@@ -149,7 +149,8 @@ class UsageLedger:
         self._store.add(tenant, self._hour(), delta.counters())
 
     def reject(self, tenant: str, reason: str) -> None:
-        """Count a request refused before any work (a rate limit, the daily budget): no usage, one count."""
+        """Count a refused request (a rate limit, the daily budget, admission, a deadline passed in the
+        queue): no usage, one count."""
         self._store.add(tenant, self._hour(), {f"rejected.{reason}": 1})
 
     def totals(self) -> UsageTotals:
