@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from rag.database.pool import open_pool
 from rag.database.sql import PostgresSql
+from rag.generation.gate import GenerationGate
 from rag.generation.llm.base import ChatMessage, Generation, drain
 from rag.keys import bearer_headers, open_key_store
 from rag.settings import RateLimitSettings, Settings
@@ -271,3 +272,48 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 def client(live_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server.url, timeout=300, headers=live_server.auth_headers) as http:
         yield http
+
+
+class GateQueue:
+    """Callers queued on a generation gate whose slot a holder keeps until ``release``, as a long answer
+    would; each caller records when it got through."""
+
+    def __init__(self, gate: GenerationGate, holder: str = "holder") -> None:
+        self.gate = gate
+        self.served: list[str] = []
+        self.errors: list[Exception] = []
+        self._hold = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._enter(holder, hold=True)
+
+    def _enter(self, tenant: str, hold: bool = False, deadline: float | None = None) -> None:
+        before = self.gate.stats()
+
+        def run() -> None:
+            try:
+                with self.gate.slot(tenant, deadline):
+                    self.served.append(tenant)
+                    if hold:
+                        self._hold.wait(60)
+            except Exception as exc:  # noqa: BLE001 -- recorded for the test to assert on
+                self.errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        deadline_wait = time.monotonic() + 5
+        while time.monotonic() < deadline_wait:  # the call is in (running or queued) before the next
+            now = self.gate.stats()
+            if now.running + now.queued > before.running + before.queued:
+                return
+            time.sleep(0.005)
+        raise AssertionError("the call never reached the gate")
+
+    def add(self, *tenants: str, deadline: float | None = None) -> None:
+        for tenant in tenants:
+            self._enter(tenant, deadline=deadline)
+
+    def release(self) -> None:
+        self._hold.set()
+        for thread in self._threads:
+            thread.join(10)

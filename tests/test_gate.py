@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from rag.errors import DeadlineExceeded, Overloaded
 from rag.generation.gate import GenerationGate
-
-
-class Queue:
-    """Callers queued on a gate whose one slot a holder keeps until ``release``; each caller records
-    when it got through."""
-
-    def __init__(self, gate: GenerationGate) -> None:
-        self.gate = gate
-        self.served: list[str] = []
-        self.errors: list[Exception] = []
-        self._hold = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._enter("holder", hold=True)
-
-    def _enter(self, tenant: str, hold: bool = False, deadline: float | None = None) -> None:
-        before = self.gate.stats()
-
-        def run() -> None:
-            try:
-                with self.gate.slot(tenant, deadline):
-                    self.served.append(tenant)
-                    if hold:
-                        self._hold.wait(10)
-            except Exception as exc:  # noqa: BLE001 -- recorded for the test to assert on
-                self.errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-        deadline_wait = time.monotonic() + 5
-        while time.monotonic() < deadline_wait:  # the call is in (running or queued) before the next
-            now = self.gate.stats()
-            if now.running + now.queued > before.running + before.queued:
-                return
-            time.sleep(0.005)
-        raise AssertionError("the call never reached the gate")
-
-    def add(self, *tenants: str, deadline: float | None = None) -> None:
-        for tenant in tenants:
-            self._enter(tenant, deadline=deadline)
-
-    def release(self) -> None:
-        self._hold.set()
-        for thread in self._threads:
-            thread.join(10)
+from tests.conftest import GateQueue
 
 
 def test_tenants_are_served_in_turn_whatever_their_backlog() -> None:
-    queue = Queue(GenerationGate(slots=1))
+    queue = GateQueue(GenerationGate(slots=1))
     queue.add("a", "a", "a", "a", "b", "c", "b")
     # One question of each tenant a round; within a round the tenant with fewer questions in the gate first.
     assert queue.gate.order() == ["c", "b", "a", "b", "a", "a", "a"]
@@ -66,7 +21,7 @@ def test_tenants_are_served_in_turn_whatever_their_backlog() -> None:
 
 
 def test_a_heavier_tenant_gets_more_turns() -> None:
-    queue = Queue(GenerationGate(slots=1, weights={"gold": 2.0}))
+    queue = GateQueue(GenerationGate(slots=1, weights={"gold": 2.0}))
     queue.add("std", "std", "std", "gold", "gold", "gold", "gold")
     # Tags: gold's calls cost 0.5 each (0.5, 1, 1.5, 2), std's 1 (1, 2, 3); ties go in arrival order.
     assert queue.gate.order() == ["gold", "std", "gold", "gold", "std", "gold", "std"]
@@ -75,7 +30,7 @@ def test_a_heavier_tenant_gets_more_turns() -> None:
 
 def test_admission_refuses_the_flooding_tenant_and_admits_the_other() -> None:
     gate = GenerationGate(slots=1, max_wait_seconds=5.0, initial_service_seconds=2.0)
-    queue = Queue(gate)
+    queue = GateQueue(gate)
     assert gate.expected_wait("a") == pytest.approx(2.0)  # one call running: one service time
     queue.add("a", "a")
     # a's next question would wait behind the running one, its own two, and the two turns the busy holder
@@ -101,7 +56,7 @@ def test_an_idle_gate_admits_at_once() -> None:
 
 
 def test_a_call_whose_deadline_passes_in_the_queue_is_dropped_before_it_runs() -> None:
-    queue = Queue(GenerationGate(slots=1))
+    queue = GateQueue(GenerationGate(slots=1))
     queue.add("late", deadline=time.monotonic() + 0.2)
     queue.add("patient")
     time.sleep(0.5)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -21,31 +20,10 @@ from rag.pipeline import QueryPipeline
 from rag.settings import Settings
 from rag.usage.ledger import UsageLedger
 from rag.usage.ledger_store import SqlLedgerStore
-from tests.conftest import LiveServer, ScriptedLLM, as_text_file, make_settings, upload
+from tests.conftest import GateQueue, LiveServer, ScriptedLLM, as_text_file, make_settings, upload
 from tests.test_abstention import ScoredRetriever
 
 QUESTION_ID = "57115ff82419e314009555c4"  # "In a steam turbine, what are rotors mounted on?"
-
-
-class Held:
-    """Generation's slots taken by threads that wait for ``release``, as long answers would hold them."""
-
-    def __init__(self, gate: GenerationGate, tenant: str = "someone-else", count: int = 1) -> None:
-        self._done = threading.Event()
-        self._threads = [threading.Thread(target=self._hold, args=(gate, tenant), daemon=True) for _ in range(count)]
-        for thread in self._threads:
-            thread.start()
-        while gate.stats().running + gate.stats().queued < count:
-            self._done.wait(0.01)
-
-    def _hold(self, gate: GenerationGate, tenant: str) -> None:
-        with gate.slot(tenant):
-            self._done.wait(60)
-
-    def release(self) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(10)
 
 
 def test_the_pipeline_drops_a_question_whose_deadline_passes_in_the_queue(tmp_path) -> None:
@@ -54,7 +32,7 @@ def test_the_pipeline_drops_a_question_whose_deadline_passes_in_the_queue(tmp_pa
     llms = {"cheap": ScriptedLLM("cheap-model", "Rollo"), "strong": ScriptedLLM("strong-model", "Rollo")}
     settings = Settings(data_dir=tmp_path, cache_enabled=False, routing="fixed")
     pipeline = QueryPipeline(settings, ScoredRetriever(5.0), llms, lambda q: np.zeros(4), ledger=ledger, gate=gate)
-    held = Held(gate)
+    held = GateQueue(gate, holder="someone-else")
     try:
         with pytest.raises(DeadlineExceeded):
             pipeline.answer("Who led the Norse raiders?", "a", deadline=time.monotonic() + 0.3)
@@ -89,7 +67,8 @@ def test_a_long_queue_refuses_new_questions_but_not_cache_hits_or_retrieval(serv
     gate_service = gate.stats().service_seconds
     # The tenant's own calls hold the slot and fill the queue: its next question would wait behind all of
     # them, past the 5 s limit (another tenant's would go first: tests/test_gate.py).
-    held = Held(gate, tenant="default", count=2 + int(5.0 / max(gate_service, 0.1)))
+    held = GateQueue(gate, holder="default")
+    held.add(*["default"] * (1 + int(5.0 / max(gate_service, 0.1))))
     try:
         with httpx.Client(base_url=live.url, headers=live.auth_headers, timeout=60) as http:
             refused = http.post("/v1/query", json={"question": "What is a steam turbine's casing for?"})
@@ -109,7 +88,7 @@ def test_a_long_queue_refuses_new_questions_but_not_cache_hits_or_retrieval(serv
 
 def test_a_deadline_passed_in_the_queue_drops_the_question_before_any_model_call(server) -> None:
     live, _ = server
-    held = Held(live.service.gate)
+    held = GateQueue(live.service.gate, holder="someone-else")
     try:
         with httpx.Client(base_url=live.url, headers=live.auth_headers, timeout=60) as http:
             before = http.get("/v1/usage").json()["total"]
