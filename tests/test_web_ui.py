@@ -218,3 +218,27 @@ def test_api_errors_read_as_messages(server: LiveServer, page) -> None:
     expect(page.locator("#sign-in-error")).to_contain_text("refused")
     expect(page.locator("#view-sign-in")).to_be_visible()
     assert page.errors == []
+
+
+def test_a_late_answer_to_the_load_time_probe_does_not_undo_a_sign_in(server: LiveServer, page) -> None:
+    """The page asks /v1/usage without a key when it loads (a server with auth off lets it in); if that
+    401 arrives after the person has signed in, it must not sign them out."""
+    from playwright.sync_api import expect
+
+    held = []
+    page.route(
+        "**/v1/usage",
+        lambda route: held.append(route) if "authorization" not in route.request.headers else route.continue_(),
+    )
+    page.goto(server.url)
+    page.locator("#api-key").fill(server.key)
+    page.keyboard.press("Enter")
+    expect(page.locator("#view-documents")).to_be_visible()
+    assert len(held) == 1
+    with page.expect_response(lambda response: response.url.endswith("/v1/usage") and response.status == 401):
+        held[0].continue_()
+    page.locator("#doc-search").fill("")  # one more round trip through the page's event loop
+    expect(page.locator("#view-documents")).to_be_visible()
+    expect(page.locator("#view-sign-in")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('costrag.apiKey')") == server.key
+    assert page.errors == []

@@ -108,12 +108,15 @@ function report(error) {
 }
 
 let signedIn = false;
+let signInAttempts = 0; // only the latest attempt's answer counts: the page's probe at load may answer late
 
 async function signIn(key, { quiet = false } = {}) {
+  const attempt = ++signInAttempts;
   if (key) sessionStorage.setItem(KEY_STORE, key);
   else sessionStorage.removeItem(KEY_STORE);
   try {
     const usage = await api("/v1/usage");
+    if (attempt !== signInAttempts) return;
     signedIn = true;
     $("#tenant-name").textContent = `tenant ${usage.tenant}`;
     $("#tabs").hidden = $("#who").hidden = false;
@@ -121,6 +124,7 @@ async function signIn(key, { quiet = false } = {}) {
     $("#api-key").value = "";
     route();
   } catch (error) {
+    if (attempt !== signInAttempts) return;
     sessionStorage.removeItem(KEY_STORE);
     if (!quiet) {
       showSignIn(error.status === 401 ? "That key was refused: check it, or create one with `rag keys create`." : error.message);
