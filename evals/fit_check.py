@@ -9,7 +9,8 @@ asked cost nothing), and records, for the cheap answer and for the strong one: t
 (token probability, support, echo, length), where the answer stands among the context's sentences by
 the cross-encoder (``rag/generation/evidence.py``), and the strong tier's yes-probability when asked to
 check the answer on a few of those sentences (``build_verify_messages``; the cheap tier as the judge
-scored AUC 0.43 on hotpotqa and was dropped). A cheap answer is *wrong* when its F1
+scored AUC 0.43 on hotpotqa and was dropped). Rows also hold the prompt's passages, whether linking
+chose them and the best rerank logit, so ``evals.fit_routing fit`` replays the router on them. A cheap answer is *wrong* when its F1
 is below the strong tier's on the same prompt (the wrong-acceptance definition).
 
 ``report`` gives each signal's AUC for telling right cheap answers from wrong ones, per dataset and
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from evals.corpus_index import indexed_corpus
 from evals.datasets import load_dataset, select_queries, without_gold_documents
-from evals.fit_routing import read_rows
+from evals.fit_routing import passage_row, read_rows
 from evals.generation_memo import GenerationMemo
 from evals.qa import DEFAULT_MEMO, memoized
 from evals.qa_metrics import f1
@@ -115,7 +116,9 @@ def collect(
                 row: dict[str, object] = {
                     "dataset": dataset.name, "id": query.id, "context": context.name, "question": query.question,
                     "gold": list(query.answers), "prompt_tokens": count_prompt_tokens(messages),
-                    "passages": len(passages),
+                    "passages": [passage_row(p) for p in passages],
+                    "best_relevance": retrieval.best_relevance,
+                    "linked": retrieval.linked,
                     "answerable": query.id not in missing,
                     "gold_in_context": bool(query.gold_doc_ids)
                     and set(query.gold_doc_ids) <= {doc_of.get(p.chunk.document_id) for p in passages},
@@ -124,7 +127,7 @@ def collect(
                     generation = llms[tier].generate(messages, settings.max_answer_tokens)
                     text = split_answer(generation.text, passages)[0]
                     evidence = answer_evidence(query.question, text, passages, service.reranker, tokenize)
-                    verdict = router.check(text, passages, generation.confidence, query.question)
+                    verdict = router.check(text, passages, generation.confidence, query.question, linked=retrieval.linked)
                     row |= {
                         f"{tier}_answer": text,
                         f"{tier}_f1": f1(text, query.answers, query.lang),

@@ -266,7 +266,9 @@ class QueryPipeline:
                 generation, route = yield from self._in_turn(
                     tenant,
                     deadline,
-                    self._generate(question, messages, passages, spent, cheap_only, max_tokens, emit=not grounding),
+                    self._generate(
+                        question, messages, passages, retrieval.linked, spent, cheap_only, max_tokens, emit=not grounding
+                    ),
                 )
                 raw, finish_reason = generation.text, generation.finish_reason
                 text, cited = split_answer(raw, passages)
@@ -370,6 +372,7 @@ class QueryPipeline:
         question: str,
         messages: list[ChatMessage],
         passages: list[Passage],
+        linked: bool,
         spent: list[TierUsage],
         cheap_only: bool,
         max_tokens: int,
@@ -387,7 +390,8 @@ class QueryPipeline:
             generation = yield from self._call(s.default_tier, messages, spent, max_tokens, emit=emit)
             return generation, Route(s.default_tier, "routing is fixed")
         cheap = yield from self._call(s.cheap_tier, messages, spent, max_tokens, emit=False)
-        verdict = self._router.check(split_answer(cheap.text, passages)[0], passages, cheap.confidence, question)
+        answer = split_answer(cheap.text, passages)[0]
+        verdict = self._router.check(answer, passages, cheap.confidence, question, linked=linked)
         if verdict.accept:
             if emit:
                 yield cheap.text

@@ -188,3 +188,5 @@ class Retrieval:
     # The cross-encoder's highest logit over the candidates it scored: how well the best passage answers
     # the question. None when nothing was scored (no reranker, a CJK question, dense mode).
     best_relevance: float | None = None
+    # Linking chose the passages (retrieval/linking.py): the best passage names the next hop's page.
+    linked: bool = False

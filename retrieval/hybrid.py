@@ -351,6 +351,7 @@ class HybridRetriever:
             rerank_tokens=reranked.tokens,
             stage_ms={**ranked.stage_ms, "trim": (done - started) * 1000},
             best_relevance=best_logit,
+            linked=linked,
             debug={
                 "mode": "hybrid",
                 "weights": {"bm25": round(weights.bm25, 4), "dense": round(weights.dense, 4)},

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rag.generation.llm.base import Generation
 from rag.generation.router import CascadeRouter, RoutingParams, load_routing
 from rag.pipeline import QueryPipeline
 from rag.settings import Settings
@@ -60,11 +61,29 @@ def test_partial_support_is_judged_against_the_threshold() -> None:
     assert not CascadeRouter(RoutingParams(min_support=0.8), tokenize).check("Rollo the Great", passages()).accept
 
 
+def test_a_short_answer_in_a_linked_context_has_its_own_confidence_bar() -> None:
+    params = RoutingParams(min_confidence=0.8, linked_max_words=2, min_confidence_linked=0.2)
+    router = CascadeRouter(params, tokenize)
+    assert not router.check("Rollo", passages(), confidence=0.5).accept  # not linked: the usual bar
+    assert router.check("Rollo", passages(), confidence=0.5, linked=True).accept
+    assert not router.check("Rollo", passages(), confidence=0.1, linked=True).accept  # below the linked bar
+    # Longer answers, and every other check, are judged as before.
+    assert router.check("in France", passages(), confidence=0.5, linked=True).accept  # two words
+    assert not router.check("led by Rollo", passages(), confidence=0.5, linked=True).accept
+    assert not router.check("William", passages(), confidence=0.5, linked=True).accept  # not in the context
+    off = CascadeRouter(RoutingParams(min_confidence=0.8), tokenize)
+    assert not off.check("Rollo", passages(), confidence=0.5, linked=True).accept
+
+
 def test_parameters_are_validated_and_the_shipped_file_loads() -> None:
     with pytest.raises(ValueError):
         RoutingParams(min_support=1.5)
     with pytest.raises(ValueError):
         RoutingParams(max_answer_words=0)
+    with pytest.raises(ValueError):
+        RoutingParams(linked_max_words=-1)
+    with pytest.raises(ValueError):
+        RoutingParams(min_confidence_linked=1.5)
     assert isinstance(load_routing(), RoutingParams)
 
 
@@ -93,6 +112,36 @@ def test_the_cascade_stops_at_the_cheap_tier_when_its_answer_holds(tmp_path: Pat
     assert answer.route.tier == "cheap" and not answer.route.escalated
     assert [g.tier for g in answer.usage.generations] == ["cheap"]
     assert answer.usage.cost_usd == answer.usage.generations[0].cost_usd
+
+
+class UnsureLLM(ScriptedLLM):
+    """Replies like ``ScriptedLLM``, reporting a token probability of 0.5 (the router's confidence)."""
+
+    def stream(self, messages, max_tokens):  # type: ignore[no-untyped-def]
+        generation = yield from super().stream(messages, max_tokens)
+        return Generation(generation.text, generation.finish_reason, token_probs=(0.9, 0.5))
+
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_the_pipeline_tells_the_router_whether_linking_chose_the_context(tmp_path: Path, linked: bool) -> None:
+    class LinkedRetriever:
+        def retrieve(self, tenant, question, top_k, token_budget, query_vector=None) -> Retrieval:
+            return Retrieval(tuple(passages()), linked=linked)
+
+    settings = Settings(data_dir=tmp_path, routing="cascade", cache_enabled=False)
+    cheap = UnsureLLM(settings.tiers["cheap"].model, "Rollo")
+    strong = ScriptedLLM(settings.tiers["strong"].model, "Rollo")
+    params = RoutingParams(min_confidence=0.8, linked_max_words=1, min_confidence_linked=0.2)
+    pipeline = QueryPipeline(
+        settings,
+        LinkedRetriever(),
+        {"cheap": cheap, "strong": strong},
+        lambda q: np.zeros(4, dtype=np.float32),
+        router=CascadeRouter(params, tokenize),
+    )
+    answer = pipeline.answer("Who led the Norse raiders?", "default")
+    assert answer.route.escalated is not linked
+    assert strong.calls == (0 if linked else 1)
 
 
 def test_an_escalation_pays_for_both_calls_and_says_why(tmp_path: Path) -> None:

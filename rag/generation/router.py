@@ -48,6 +48,13 @@ class RoutingParams:
     # one on DEV data (hotpotqa F1 0.444 against 0.436), so paying for it there buys little.
     many_passages: int = 3
     min_confidence_many: float = 0.0
+    # ... and the bar for a short answer (at most ``linked_max_words`` words) when linking chose the
+    # context (``retrieval/linking.py``: the best passage names the page of the next hop). On the multi-hop
+    # DEV questions the cheap model's answers of one or two words were worse than the strong model's in 2
+    # of 61, whatever its token probability. 0 words (the shipped file) turns it off: what it saves and
+    # costs held out is in docs/results/quality.md.
+    linked_max_words: int = 0
+    min_confidence_linked: float = 0.0
     # An answer whose terms are more than this share the question's own restates the question instead of
     # answering it ("The Manchester Terrier ancestors include Gordon and Irish Setters."); 1.0 turns the
     # check off. Answers of one or two terms are exempt: picking one of the options a question names
@@ -74,6 +81,10 @@ class RoutingParams:
             raise ValueError("min_confidence and min_confidence_many must be within [0, 1]")
         if self.many_passages < 1:
             raise ValueError("many_passages must be at least 1")
+        if self.linked_max_words < 0:
+            raise ValueError("linked_max_words must not be negative")
+        if not 0.0 <= self.min_confidence_linked <= 1.0:
+            raise ValueError("min_confidence_linked must be within [0, 1]")
         if not 0.0 <= self.max_echo <= 1.0:
             raise ValueError("max_echo must be within [0, 1]")
 
@@ -118,16 +129,24 @@ class CascadeRouter:
         return len(wanted & set(self._analyze(question))) / len(wanted)
 
     def check(
-        self, answer: str, passages: Sequence[Passage], confidence: float | None = None, question: str = ""
+        self,
+        answer: str,
+        passages: Sequence[Passage],
+        confidence: float | None = None,
+        question: str = "",
+        linked: bool = False,
     ) -> Verdict:
         """``confidence``: the cheap model's lowest chosen-token probability, if its backend reports one;
-        ``question``: what was asked (an answer that only restates it escalates)."""
+        ``question``: what was asked (an answer that only restates it escalates); ``linked``: whether
+        linking chose the passages."""
         p = self.params
         if is_abstention(answer):
             if p.escalate_abstention:
                 return Verdict(False, "the cheap tier abstained")
             return Verdict(True, "the cheap tier abstained; abstentions are not escalated")
         bar = p.min_confidence_many if len(passages) >= p.many_passages else p.min_confidence
+        if linked and len(answer.split()) <= p.linked_max_words:
+            bar = min(bar, p.min_confidence_linked)
         if confidence is not None and confidence < bar:
             return Verdict(False, f"the cheap model was unsure (token probability {confidence:.2f} < {bar})")
         if _YES_NO.match(answer.strip()):
