@@ -175,6 +175,7 @@ CHEAP_SIGNALS = {
     "confidence": lambda r: r.get("cheap_confidence") or 0.0,
     "support": lambda r: r.get("cheap_support") if r.get("cheap_support") is not None else 0.0,
     "router accepts": lambda r: float(r["cheap_router_accept"]),
+    "answer length in words (−)": lambda r: -float(r["cheap_words"]),
     "answer in a sentence": lambda r: float(r.get("cheap_answer_rank") is not None),
     "answer sentence rank (−)": lambda r: -(r["cheap_answer_rank"] if r.get("cheap_answer_rank") is not None else 99),
     "answer sentence score": lambda r: r["cheap_answer_score"] if r.get("cheap_answer_score") is not None else -20,

@@ -73,6 +73,10 @@ def test_a_short_answer_in_a_linked_context_has_its_own_confidence_bar() -> None
     assert not router.check("William", passages(), confidence=0.5, linked=True).accept  # not in the context
     off = CascadeRouter(RoutingParams(min_confidence=0.8), tokenize)
     assert not off.check("Rollo", passages(), confidence=0.5, linked=True).accept
+    # A number keeps the usual bar: several passages hold look-alike years and counts.
+    assert router.check("10th", passages(), confidence=0.5, linked=True).accept  # a word, not a number
+    for number in ("911", "1,066", "1066."):
+        assert not router.check(number, passages("Rollo died in 911, before 1,066 and 1066."), 0.5, linked=True).accept
 
 
 def test_parameters_are_validated_and_the_shipped_file_loads() -> None:
