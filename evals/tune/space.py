@@ -73,10 +73,15 @@ STRONG = Policy("strong", {"routing": "fixed", "default_tier": "strong"})
 CHEAP = Policy("cheap", {"routing": "fixed", "default_tier": "cheap"})
 CASCADE = Policy("cascade", {"routing": "cascade", "default_tier": "strong", "cheap_tier": "cheap"})
 # The cascade with a stricter check: a cheap answer stands only when the cheap model was sure of every
-# token it chose, however many passages the context holds (the fitted check is laxer on multi-passage
-# contexts). Fewer cheap answers served, fewer of them wrong; the sweep shows what that costs.
+# token it chose, however many passages the context holds and whether linking chose them (the fitted
+# check is laxer on multi-passage and linked contexts). Fewer cheap answers served, fewer of them wrong;
+# the sweep shows what that costs.
 CASCADE_STRICT = Policy(
-    "cascade_strict", {**CASCADE.overrides, "router": {"min_confidence": 0.9, "min_confidence_many": 0.9}}
+    "cascade_strict",
+    {
+        **CASCADE.overrides,
+        "router": {"min_confidence": 0.9, "min_confidence_many": 0.9, "min_confidence_linked": 0.9},
+    },
 )
 POLICIES = {policy.name: policy for policy in (STRONG, CHEAP, CASCADE, CASCADE_STRICT)}
 
