@@ -570,8 +570,8 @@ def tune(
     floors: Annotated[str, typer.Option(help="trim floors to try")] = "0.3,0.5,0.7",
     budgets: Annotated[str, typer.Option(help="token budgets to try")] = "1500",
     policies: Annotated[
-        str, typer.Option(help="answer policies to try: strong, cheap, cascade, cascade_strict")
-    ] = "strong,cheap,cascade,cascade_strict",
+        str, typer.Option(help="answer policies to try: strong, cheap, cascade, cascade_strict, cascade_lenient")
+    ] = "strong,cheap,cascade,cascade_strict,cascade_lenient",
     ablations: Annotated[
         bool, typer.Option(help="also try rerank off, graph off and linking off (at depth 5)")
     ] = True,
