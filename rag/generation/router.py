@@ -52,7 +52,7 @@ class RoutingParams:
     min_confidence_many: float = 0.0
     # ... and the bar for a short answer (at most ``linked_max_words`` words) when linking chose the
     # context (``retrieval/linking.py``: the best passage names the page of the next hop). On the multi-hop
-    # DEV questions the cheap model's answers of one or two words were worse than the strong model's in 2
+    # DEV questions the cheap model's answers of at most two tokens were worse than the strong model's in 2
     # of 61, whatever its token probability; of the short answers this bar let through, the worse ones
     # were all numbers (years, populations: several passages hold look-alikes), so numbers keep the
     # usual bar. 0 words turns it off. Measured in docs/results/quality.md.
