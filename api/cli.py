@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from evals.tune.space import POLICIES
 from indexing.indexer import IngestOutcome, Upload
 from indexing.loaders import MEDIA_TYPES
 from rag.database.pool import redact
@@ -570,8 +571,8 @@ def tune(
     floors: Annotated[str, typer.Option(help="trim floors to try")] = "0.3,0.5,0.7",
     budgets: Annotated[str, typer.Option(help="token budgets to try")] = "1500",
     policies: Annotated[
-        str, typer.Option(help="answer policies to try: strong, cheap, cascade, cascade_strict, cascade_lenient")
-    ] = "strong,cheap,cascade,cascade_strict,cascade_lenient",
+        str, typer.Option(help=f"answer policies to try: {', '.join(POLICIES)}")
+    ] = ",".join(POLICIES),
     ablations: Annotated[
         bool, typer.Option(help="also try rerank off, graph off and linking off (at depth 5)")
     ] = True,
@@ -585,7 +586,7 @@ def tune(
 ) -> None:
     """Sweep configurations on your questions, plot the cost–F1 frontier, write the chosen profile."""
     from evals.tune import report as tune_report
-    from evals.tune.space import POLICIES, grid
+    from evals.tune.space import grid
     from evals.tune.sweep import save
     from evals.tune.sweep import tune as run_tune
 

@@ -118,7 +118,7 @@ def grid(
     top_ks: Sequence[int] = (3, 5, 8),
     floors: Sequence[float] = (0.3, 0.5, 0.7),
     budgets: Sequence[int] = (1500,),
-    policies: Sequence[Policy] = (STRONG, CHEAP, CASCADE, CASCADE_STRICT, CASCADE_LENIENT),
+    policies: Sequence[Policy] = tuple(POLICIES.values()),
     ablations: bool = True,
     links: Sequence[bool] = (True,),
 ) -> list[Configuration]:

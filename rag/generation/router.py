@@ -147,8 +147,9 @@ class CascadeRouter:
             if p.escalate_abstention:
                 return Verdict(False, "the cheap tier abstained")
             return Verdict(True, "the cheap tier abstained; abstentions are not escalated")
+        words = len(answer.split())
         bar = p.min_confidence_many if len(passages) >= p.many_passages else p.min_confidence
-        if linked and len(answer.split()) <= p.linked_max_words and not _NUMBER.match(answer):
+        if linked and words <= p.linked_max_words and not _NUMBER.match(answer):
             bar = min(bar, p.min_confidence_linked)
         if confidence is not None and confidence < bar:
             return Verdict(False, f"the cheap model was unsure (token probability {confidence:.2f} < {bar})")
@@ -156,7 +157,6 @@ class CascadeRouter:
             if p.accept_yes_no:
                 return Verdict(True, "a yes/no answer from the cheap tier")
             return Verdict(False, "yes/no answers are escalated")
-        words = len(answer.split())
         if words > p.max_answer_words:
             return Verdict(False, f"the cheap answer runs to {words} words (limit {p.max_answer_words})")
         echo = self.echo(answer, question) if question else None
