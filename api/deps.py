@@ -45,10 +45,11 @@ def rate_limited(kind: Kind) -> Callable[..., None]:
         limiter: RateLimiter = request.app.state.rate_limiter
         key = credentials.credentials if credentials and request.app.state.authenticator else None
         try:
-            limiter.check(kind, tenant, key)
+            charges: list[tuple[Kind, int]] = [(kind, 1)]
             declared = request.headers.get("content-length", "")
             if kind == "upload" and declared.isdigit():
-                limiter.check("upload_bytes", tenant, key, cost=int(declared))
+                charges.append(("upload_bytes", int(declared)))
+            limiter.check_all(tenant, key, charges)
         except RateLimited:
             get_service(request).ledger.reject(tenant, "rate_limit")
             raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,16 +67,22 @@ class RateLimiter:
 
     def check(self, kind: Kind, tenant: str, api_key: str | None, cost: int = 1) -> None:
         """Count one request (or ``cost`` bytes) of ``kind``; raise ``RateLimited`` past any limit."""
+        self.check_all(tenant, api_key, [(kind, cost)])
+
+    def check_all(self, tenant: str, api_key: str | None, charges: Sequence[tuple[Kind, int]]) -> None:
+        """Count several charges of one request (an upload and its bytes) together: if any is refused,
+        none is counted."""
         self.warm_up()
         assert self._limiter is not None
-        scopes = [_Scope("tenant", repr(tenant), f"tenant:{tenant}", self._limits(self._tenant_limits(tenant), kind))]
-        if api_key is not None:
-            digest = key_id(api_key)
-            scopes.insert(0, _Scope("key", digest[:8], f"key:{digest}", self._limits(self._per_key, kind)))
-        checks = [(scope, limit) for scope in scopes for limit in scope.limits]
+        checks = [
+            (kind, cost, scope, limit)
+            for kind, cost in charges
+            for scope in self._scopes(kind, tenant, api_key)
+            for limit in scope.limits
+        ]
         # Every limit is tested before any is counted, so a refused request uses up none of them (two
         # workers racing between the test and the count can each be admitted once more).
-        for scope, limit in checks:
+        for kind, cost, scope, limit in checks:
             if cost > limit.amount:
                 raise RateLimited(
                     f"{cost} {_NOUN[kind]} in one request exceed the limit of {limit.amount} per "
@@ -84,9 +91,17 @@ class RateLimiter:
                 )
             if not self._limiter.test(limit, scope.identity, kind, cost=cost):
                 raise self._refusal(kind, scope, limit)
-        for scope, limit in checks:
+        for kind, cost, scope, limit in checks:
             if not self._limiter.hit(limit, scope.identity, kind, cost=cost):
                 raise self._refusal(kind, scope, limit)
+
+    def _scopes(self, kind: Kind, tenant: str, api_key: str | None) -> list[_Scope]:
+        """The key's limits of ``kind`` (when the request has a key), then the tenant's."""
+        scopes = [_Scope("tenant", repr(tenant), f"tenant:{tenant}", self._limits(self._tenant_limits(tenant), kind))]
+        if api_key is not None:
+            digest = key_id(api_key)
+            scopes.insert(0, _Scope("key", digest[:8], f"key:{digest}", self._limits(self._per_key, kind)))
+        return scopes
 
     def _refusal(self, kind: Kind, scope: _Scope, limit: RateLimitItem) -> RateLimited:
         return RateLimited(

@@ -90,6 +90,19 @@ def test_uploaded_bytes_are_counted_by_size(tmp_path: Path) -> None:
         rate_limiter.check("upload_bytes", "acme", "k1", cost=5000)
 
 
+def test_an_upload_refused_for_its_bytes_uses_none_of_the_upload_count(tmp_path: Path) -> None:
+    rate_limiter = limiter(
+        tmp_path, rate_limits_per_tenant=RateLimitSettings(upload="2/minute", upload_bytes="1000/minute")
+    )
+    rate_limiter.check_all("acme", "k1", [("upload", 1), ("upload_bytes", 900)])
+    for _ in range(3):
+        with pytest.raises(RateLimited, match="1000 uploaded bytes per minute"):
+            rate_limiter.check_all("acme", "k1", [("upload", 1), ("upload_bytes", 500)])
+    rate_limiter.check_all("acme", "k1", [("upload", 1), ("upload_bytes", 100)])  # the second upload
+    with pytest.raises(RateLimited, match="2 uploads per minute"):
+        rate_limiter.check_all("acme", "k1", [("upload", 1), ("upload_bytes", 1)])
+
+
 def test_a_malformed_limit_fails_at_start_up(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         RateLimitSettings(query="ten per second")
@@ -118,7 +131,7 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServ
     settings = make_settings(
         tmp_path_factory.mktemp("data"),
         warm_generation=False,
-        rate_limits_per_key=RateLimitSettings(query="2/minute", upload_bytes="1000/minute"),
+        rate_limits_per_key=RateLimitSettings(query="2/minute", upload="1/minute", upload_bytes="1000/minute"),
     )
     with LiveServer(settings) as server:
         yield server
@@ -140,10 +153,15 @@ def test_over_http_a_429_with_retry_after_and_the_rejection_counted(strict_serve
         # An upload declaring more bytes than a minute allows.
         big = http.post("/v1/documents", files=[("files", ("big.txt", b"word " * 400))])
         assert big.status_code == 429 and "uploaded bytes" in big.json()["error"]["message"]
+        # The refused upload used none of the one upload a minute allows.
+        small = http.post("/v1/documents", files=[("files", ("small.txt", b"A small note."))])
+        assert small.status_code < 300, small.text
+        again = http.post("/v1/documents", files=[("files", ("again.txt", b"Another note."))])
+        assert again.status_code == 429 and "1 uploads per minute" in again.json()["error"]["message"]
         usage = http.get("/v1/usage").json()["total"]
-        assert usage["rejected"] == {"rate_limit": 3} and usage["queries"] == 2
+        assert usage["rejected"] == {"rate_limit": 4} and usage["queries"] == 2
         metrics = http.get("/metrics").text
-        assert 'rag_rejections_total{tenant="default",reason="rate_limit"} 3' in metrics
+        assert 'rag_rejections_total{tenant="default",reason="rate_limit"} 4' in metrics
     # Another key of the same tenant has its own per-key counter.
     other = {"Authorization": f"Bearer {strict_server.key_for('default')}"}
     assert httpx.post(f"{strict_server.url}/v1/query", json={"question": "Who?"}, headers=other, timeout=120).status_code == 200
