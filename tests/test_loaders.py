@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexing import loaders
 from indexing.loaders import DOCX, HTML, MARKDOWN, MEDIA_TYPES, PDF, TEXT, detect_media_type, load_document
+from indexing.loaders import docx as docx_loader
 from rag.errors import UnprocessableDocument, UnsupportedMediaType
 from rag.types import ParsedDocument
 
@@ -312,7 +312,7 @@ def _zeros_docx(megabytes: int) -> bytes:
 
 
 def test_docx_zip_bomb_total_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loaders, "MAX_DOCX_UNCOMPRESSED_BYTES", 2 * 1024 * 1024)
+    monkeypatch.setattr(docx_loader, "MAX_DOCX_UNCOMPRESSED_BYTES", 2 * 1024 * 1024)
     _rejects("bomb.docx", _zeros_docx(3), DOCX, "decompressed size too large")
 
 
@@ -483,12 +483,13 @@ def test_docx_bomb_hidden_by_incompressible_padding() -> None:
                 member.write(bytes(1024 * 1024))
     members = zipfile.ZipFile(io.BytesIO(out.getvalue())).infolist()
     total = sum(m.file_size for m in members) / sum(m.compress_size for m in members)
-    assert total < loaders.MAX_DOCX_COMPRESSION_RATIO  # the whole-archive check alone would let it through
+    # the whole-archive check alone would let it through
+    assert total < docx_loader.MAX_DOCX_COMPRESSION_RATIO
     _rejects("padded.docx", out.getvalue(), DOCX, "'word/bomb.xml' has compression ratio")
 
 
 def test_docx_with_too_many_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loaders, "MAX_DOCX_ENTRIES", 50)
+    monkeypatch.setattr(docx_loader, "MAX_DOCX_ENTRIES", 50)
     data = _docx_with({f"extra/item{i}.xml": b"<a/>" for i in range(60)})
     _rejects("many.docx", data, DOCX, "too many entries in the archive")
 
@@ -496,9 +497,9 @@ def test_docx_with_too_many_entries(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_docx_entry_count_is_read_before_zipfile_parses_the_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(loaders, "MAX_DOCX_ENTRIES", 50)
+    monkeypatch.setattr(docx_loader, "MAX_DOCX_ENTRIES", 50)
     data = _docx_with({f"extra/item{i}.xml": b"<a/>" for i in range(60)})
-    assert loaders._zip_entry_count(data) == len(zipfile.ZipFile(io.BytesIO(data)).infolist())
+    assert docx_loader._zip_entry_count(data) == len(zipfile.ZipFile(io.BytesIO(data)).infolist())
     monkeypatch.setattr(zipfile, "ZipFile", None)  # would raise TypeError if it were reached
     _rejects("many.docx", data, DOCX, "too many entries")
 
