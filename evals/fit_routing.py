@@ -34,7 +34,7 @@ from evals.corpus_index import indexed_corpus
 from evals.datasets import Query, load_dataset
 from evals.qa_metrics import f1
 from rag.generation.prompt import build_messages, split_answer
-from rag.generation.router import ROUTING_FILE, CascadeRouter, RoutingParams, routing_json
+from rag.generation.router import ROUTING_FILE, CascadeRouter, RoutingParams, load_routing, routing_json
 from rag.service import Service
 from rag.settings import Settings, get_settings
 from rag.tokens import count_tokens
@@ -159,8 +159,9 @@ def replay(rows: list[dict], params: RoutingParams) -> dict[str, dict[str, float
 def fit(rows: list[dict], min_ratio: float, max_drop: float | None = None) -> tuple[RoutingParams, dict]:
     """``max_drop``: the bar is the strong tier's F1 minus this, instead of ``min_ratio`` times it."""
     best: tuple[tuple, RoutingParams, dict] | None = None
+    shipped = asdict(load_routing())  # what the grid does not vary stays as shipped
     for values in itertools.product(*GRID.values()):
-        params = RoutingParams(**dict(zip(GRID, values)))
+        params = RoutingParams(**{**shipped, **dict(zip(GRID, values))})
         if params.linked_max_words == 0 and params.min_confidence_linked > 0:
             continue  # the linked bar is off: one setting stands for all of them
         result = replay(rows, params)

@@ -3,6 +3,7 @@ is fine here: what is under test is the routing and its accounting, not generati
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,19 @@ def test_a_short_answer_in_a_linked_context_has_its_own_confidence_bar() -> None
     assert router.check("10th", passages(), confidence=0.5, linked=True).accept  # a word, not a number
     for number in ("911", "1,066", "1066."):
         assert not router.check(number, passages("Rollo died in 911, before 1,066 and 1066."), 0.5, linked=True).accept
+
+
+def test_the_bar_for_many_passages_can_be_kept_for_linked_contexts() -> None:
+    many = passages() * 4
+    params = RoutingParams(min_confidence=0.8, many_passages=4, min_confidence_many=0.4)
+    everywhere = CascadeRouter(params, tokenize)
+    assert everywhere.check("Rollo", many, confidence=0.5).accept
+    assert not everywhere.check("Rollo", passages(), confidence=0.5).accept  # one passage: the usual bar
+    linked_only = CascadeRouter(replace(params, many_passages_linked_only=True), tokenize)
+    assert not linked_only.check("Rollo", many, confidence=0.5).accept  # several chunks, no link: the usual bar
+    assert linked_only.check("Rollo", many, confidence=0.5, linked=True).accept
+    assert not linked_only.check("Rollo", many, confidence=0.3, linked=True).accept  # below the lower bar
+    assert not linked_only.check("Rollo", passages(), confidence=0.5, linked=True).accept  # too few passages
 
 
 def test_parameters_are_validated_and_the_shipped_file_loads() -> None:
