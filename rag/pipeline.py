@@ -71,7 +71,10 @@ class QueryPipeline:
         ledger: UsageLedger | None = None,
         rewriter: FollowUpRewriter | None = None,
         gate: GenerationGate | None = None,
+        analyze: Callable[[str], list[str]] | None = None,
     ) -> None:
+        """``analyze``: the BM25 analyzer, for the abstention check of questions the cross-encoder does not
+        score (without it that check is off)."""
         missing = set(settings.tiers) - set(llms)
         if missing:
             raise ValueError(f"no LLM for tiers {sorted(missing)}")
@@ -86,7 +89,13 @@ class QueryPipeline:
         self._cache = cache
         self._rewriter = rewriter
         self._gate = gate
-        self._abstention = AbstentionCheck(settings.abstain_below_relevance) if settings.abstain_unsupported else None
+        self._abstention = (
+            AbstentionCheck(
+                settings.abstain_below_relevance, settings.abstain_below_coverage if analyze else 0.0, analyze
+            )
+            if settings.abstain_unsupported
+            else None
+        )
 
     def validate(self, question: str, top_k: int | None, token_budget: int | None) -> tuple[str, int, int]:
         s = self._settings
@@ -254,7 +263,9 @@ class QueryPipeline:
         route: Route | None = None
         finish_reason = "stop"
         finished = False
-        unsupported = self._abstention.reason(question, retrieval.best_relevance) if self._abstention else None
+        unsupported = (
+            self._abstention.reason(question, retrieval.best_relevance, passages) if self._abstention else None
+        )
         try:
             if not passages or unsupported:
                 # Nothing to ground an answer on: asking the model would only pay for a guess.

@@ -188,6 +188,7 @@ class Service:
                 ledger,
                 rewriter,
                 gate,
+                analyze=tokenize,
             ),
             strong_pipeline=QueryPipeline(
                 settings.model_copy(update={"routing": "fixed"}),
@@ -197,6 +198,7 @@ class Service:
                 ledger=ledger,
                 rewriter=rewriter,
                 gate=gate,
+                analyze=tokenize,
             ),
             gate=gate,
             _lock_handle=lock,
@@ -227,6 +229,7 @@ class Service:
             self.query_embedder.embed_query,
             cache,
             router_for(settings, self.reranker),
+            analyze=tokenize,
         )
 
     def retriever_for(self, settings: Settings) -> HybridRetriever:

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     # documents themselves ("summarize the report") are exempt: the cross-encoder scores them low everywhere.
     abstain_unsupported: bool = True
     abstain_below_relevance: float = -4.0
+    # ... and, for a question in Han script (which the English cross-encoder does not score), when no
+    # passage of the prompt holds this share of the question's index terms. 0 turns it off.
+    abstain_below_coverage: float = Field(default=0.4, ge=0, le=1)
     # Prompt-injection defense (rag/generation/prompt.py, rag/generation/injection.py): passages delimited and marked as data, and
     # instructions aimed at the model in them neutralized. Off only to measure it (evals/injection.py).
     injection_defense: bool = True

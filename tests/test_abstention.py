@@ -100,3 +100,52 @@ def test_the_check_can_be_turned_off_or_moved(tmp_path: Path) -> None:
     pipeline, llms, _ = _pipeline(tmp_path / "b", best_relevance=-9.0, abstain_below_relevance=-10.0)
     pipeline.answer("What is the capital of Australia?", "a")
     assert llms["cheap"].calls == 1
+
+
+ZH_PASSAGE = "锣鼓经是大陆传统器乐及戏曲里面常用的打击乐记谱方法，以中文字模拟各种打击乐器的声音。"
+
+
+def zh_passages() -> list[Passage]:
+    return [Passage(Chunk("z1", "d1", "default", 0, ZH_PASSAGE, 0, len(ZH_PASSAGE), "锣鼓经", 40), 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("question", "refused"),
+    [
+        ("澳大利亚的首都是哪座城市？", True),  # none of its words in the passage
+        ("锣鼓经是什么？", False),  # the passage holds its words
+        ("锣鼓经用什么模拟打击乐器的声音？", False),
+        ("这篇文章讲了什么？", False),  # about the documents: the model decides
+        ("请总结一下", False),
+        ("What is the capital of Australia?", False),  # Latin script: only the cross-encoder decides
+    ],
+)
+def test_a_chinese_question_is_judged_by_the_words_the_passages_hold(question: str, refused: bool) -> None:
+    check = AbstentionCheck(below=-4.0, below_coverage=0.4, analyze=tokenize)
+    reason = check.reason(question, None, zh_passages())
+    assert (reason is not None) == refused
+    if refused:
+        assert "no passage holds the question's words" in reason
+    # A logit, when there is one, decides; without passages or with the bar at 0 nothing is refused.
+    assert check.reason("澳大利亚的首都是哪座城市？", 5.0, zh_passages()) is None
+    assert check.reason("澳大利亚的首都是哪座城市？", None, []) is None
+    assert AbstentionCheck(below=-4.0, analyze=tokenize).reason("澳大利亚的首都是哪座城市？", None, zh_passages()) is None
+
+
+def test_the_coverage_bar_needs_an_analyzer() -> None:
+    with pytest.raises(ValueError):
+        AbstentionCheck(below=-4.0, below_coverage=0.4)
+
+
+def test_the_pipeline_refuses_a_chinese_question_its_passages_do_not_cover(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, cache_enabled=False)
+    llms = {"cheap": ScriptedLLM("cheap-model", "堪培拉"), "strong": ScriptedLLM("strong-model", "堪培拉")}
+    router = CascadeRouter(RoutingParams(min_support=1.0), tokenize)
+    retriever = ScoredRetriever(best_relevance=None)  # an English passage about the Normans, no logit
+    pipeline = QueryPipeline(settings, retriever, llms, lambda q: np.zeros(4), router=router, analyze=tokenize)
+    answer = pipeline.answer("澳大利亚的首都是哪座城市？", "a")
+    assert answer.answer == NO_ANSWER and llms["cheap"].calls == 0 and answer.usage.cost_usd == 0
+    assert "no passage holds the question's words" in answer.debug["abstained"]
+    # Without the analyzer (or with the bar at 0) the model is asked, as before.
+    unchecked = QueryPipeline(settings, retriever, llms, lambda q: np.zeros(4), router=router)
+    assert unchecked.answer("澳大利亚的首都是哪座城市？", "a").answer == "堪培拉" and llms["cheap"].calls == 1

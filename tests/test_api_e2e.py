@@ -11,7 +11,7 @@ import pytest
 
 from indexing.indexer import indexed_text
 from rag.tokens import count_tokens
-from tests.conftest import LiveServer, as_text_file, upload
+from tests.conftest import DATASETS, LiveServer, as_text_file, load_jsonl, upload
 
 QUESTION_ID = "56dde1d966d3e219004dad8d"  # "Who upon arriving gave the original viking settlers a common identity?"
 OTHER_DOC = "Super_Bowl_50#0"
@@ -205,6 +205,20 @@ def test_a_question_the_documents_cannot_answer_is_refused_before_any_model_call
     about = client.post("/v1/query", json={"question": "What is this document about?"}).json()
     assert about["usage"]["generations"] and "abstained" not in about["debug"]
     assert about["debug"]["retrieval"]["rerank"]["best_logit"] < -4
+
+
+def test_a_chinese_question_the_documents_cannot_answer_is_refused_by_their_words(client: httpx.Client) -> None:
+    """The cross-encoder reads English and scores no Chinese question; the words of the passages decide."""
+    doc = next(d for d in load_jsonl(DATASETS / "cmrc2018" / "corpus.jsonl") if d["id"] == "DEV_1")  # 锣鼓经
+    assert upload(client, as_text_file(doc)).status_code in (201, 200)
+    body = client.post("/v1/query", json={"question": "澳大利亚的首都是哪座城市？"}).json()
+    assert re.search("don't know", body["answer"]) and body["citations"] == []
+    assert body["usage"]["generations"] == [] and body["usage"]["cost_usd"] == 0
+    assert "no passage holds the question's words" in body["debug"]["abstained"]
+    assert body["debug"]["retrieval"]["rerank"]["best_logit"] is None
+    # A question the document answers reaches a model.
+    answered = client.post("/v1/query", json={"question": "锣鼓经是什么？"}).json()
+    assert answered["usage"]["generations"] and "abstained" not in answered["debug"]
 
 
 def _sse(text: str) -> list[tuple[str, dict]]:
