@@ -67,7 +67,11 @@ from rag.types import DEFAULT_TENANT, Answer
 BASELINE = "naive_k5"
 PROFILE_PIPELINE = "profile"
 DEFAULT_MEMO = Path("data/eval/generations.sqlite")
-_NAIVE = {"retrieval_mode": "dense", "rerank": False, "trim": False, "cache_enabled": False, "routing": "fixed"}
+# A naive stack answers whatever it retrieved: none of the service's abstention.
+_NAIVE = {
+    "retrieval_mode": "dense", "rerank": False, "trim": False, "cache_enabled": False, "routing": "fixed",
+    "abstain_unsupported": False,
+}
 _RERANK_TRIM = {"retrieval_mode": "hybrid", "rerank": True, "trim": True, "top_k": 5, "cache_enabled": False}
 # Settings overrides per pipeline; ``optimized`` is the configuration the service runs by default.
 PIPELINES: dict[str, dict[str, object]] = {

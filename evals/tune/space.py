@@ -44,8 +44,9 @@ class Context:
 
     def overrides(self) -> dict[str, object]:
         if self.dense_only:
+            # A naive stack answers whatever it retrieved: none of the service's abstention.
             return {"retrieval_mode": "dense", "rerank": False, "trim": False, "kg_enabled": False,
-                    "top_k": self.top_k}
+                    "abstain_unsupported": False, "top_k": self.top_k}
         out: dict[str, object] = {
             "retrieval_mode": "hybrid",
             "rerank": self.rerank,
