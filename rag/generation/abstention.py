@@ -63,17 +63,22 @@ class AbstentionCheck:
             raise ValueError("below_coverage needs the analyzer that turns text into index terms")
 
     def reason(self, question: str, best_relevance: float | None, passages: Sequence[Passage] = ()) -> str | None:
-        """Why to abstain without asking a model, or None to go on. A question without a logit (no
-        reranker, or a Latin-script question it did not score) decides nothing."""
-        if asks_about_the_documents(question):
-            return None
+        """Why to abstain without asking a model, or None to go on. A Latin-script question without a
+        logit (no reranker) decides nothing."""
         if best_relevance is not None:
-            if best_relevance >= self.below:
-                return None
-            return (
-                f"no passage is relevant to the question (best cross-encoder logit {best_relevance:.2f} "
-                f"< {self.below:g})"
-            )
+            why = self._irrelevant(best_relevance)
+        else:
+            why = self._uncovered(question, passages)
+        if why is None or asks_about_the_documents(question):
+            return None
+        return why
+
+    def _irrelevant(self, best_relevance: float) -> str | None:
+        if best_relevance >= self.below:
+            return None
+        return f"no passage is relevant to the question (best cross-encoder logit {best_relevance:.2f} < {self.below:g})"
+
+    def _uncovered(self, question: str, passages: Sequence[Passage]) -> str | None:
         if self.below_coverage <= 0 or not passages or not _HAN.search(question):
             return None
         coverage = self.coverage(question, passages)
