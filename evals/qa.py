@@ -56,6 +56,7 @@ from evals.corpus_index import corpus_uploads, document_ids_by_corpus_id, indexe
 from evals.datasets import Dataset, Query, load_dataset, select_queries, without_gold_documents
 from evals.generation_memo import GenerationMemo, MemoizedLLM
 from evals.qa_metrics import bootstrap_ci, exact_match, f1, paired_bootstrap_ci
+from evals.tune.space import NAIVE_RETRIEVAL
 from rag.generation.prompt import is_abstention, split_answer
 from rag.keys import bearer_headers
 from rag.pipeline import Retriever
@@ -67,11 +68,7 @@ from rag.types import DEFAULT_TENANT, Answer
 BASELINE = "naive_k5"
 PROFILE_PIPELINE = "profile"
 DEFAULT_MEMO = Path("data/eval/generations.sqlite")
-# A naive stack answers whatever it retrieved: none of the service's abstention.
-_NAIVE = {
-    "retrieval_mode": "dense", "rerank": False, "trim": False, "cache_enabled": False, "routing": "fixed",
-    "abstain_unsupported": False,
-}
+_NAIVE = {**NAIVE_RETRIEVAL, "cache_enabled": False, "routing": "fixed"}
 _RERANK_TRIM = {"retrieval_mode": "hybrid", "rerank": True, "trim": True, "top_k": 5, "cache_enabled": False}
 # Settings overrides per pipeline; ``optimized`` is the configuration the service runs by default.
 PIPELINES: dict[str, dict[str, object]] = {

@@ -13,6 +13,12 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+# How a naive stack retrieves, the baselines of `rag tune` and `rag eval qa`: the dense list alone, whole
+# chunks, no rerank, and none of the service's abstention (it answers whatever it retrieved).
+NAIVE_RETRIEVAL: Mapping[str, object] = {
+    "retrieval_mode": "dense", "rerank": False, "trim": False, "abstain_unsupported": False,
+}
+
 
 @dataclass(frozen=True)
 class Context:
@@ -44,9 +50,7 @@ class Context:
 
     def overrides(self) -> dict[str, object]:
         if self.dense_only:
-            # A naive stack answers whatever it retrieved: none of the service's abstention.
-            return {"retrieval_mode": "dense", "rerank": False, "trim": False, "kg_enabled": False,
-                    "abstain_unsupported": False, "top_k": self.top_k}
+            return {**NAIVE_RETRIEVAL, "kg_enabled": False, "top_k": self.top_k}
         out: dict[str, object] = {
             "retrieval_mode": "hybrid",
             "rerank": self.rerank,
