@@ -56,7 +56,7 @@ from evals.corpus_index import corpus_uploads, document_ids_by_corpus_id, indexe
 from evals.datasets import Dataset, Query, load_dataset, select_queries, without_gold_documents
 from evals.generation_memo import GenerationMemo, MemoizedLLM
 from evals.qa_metrics import bootstrap_ci, exact_match, f1, paired_bootstrap_ci
-from evals.tune.space import NAIVE_RETRIEVAL
+from evals.tune.space import BASELINE, NAIVE_RETRIEVAL
 from rag.generation.prompt import is_abstention, split_answer
 from rag.keys import bearer_headers
 from rag.pipeline import Retriever
@@ -65,7 +65,6 @@ from rag.service import Service, open_answer_cache
 from rag.settings import Settings
 from rag.types import DEFAULT_TENANT, Answer
 
-BASELINE = "naive_k5"
 PROFILE_PIPELINE = "profile"
 DEFAULT_MEMO = Path("data/eval/generations.sqlite")
 _NAIVE = {**NAIVE_RETRIEVAL, "cache_enabled": False, "routing": "fixed"}
